@@ -1,0 +1,15 @@
+"""The `hostprof record` subcommand (being built: see the open issues)."""
+
+from __future__ import annotations
+
+import argparse
+
+from hostprof._errors import UsageError
+from hostprof.cli._common import Command
+
+
+class RecordCommand(Command):
+    """hostprof record (not available yet in this build)."""
+
+    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        raise UsageError("'hostprof record' is not available in this build yet")

@@ -1,0 +1,1 @@
+"""Native (Cython/C) core of hostprof: stack interning and the remote CPython reader."""

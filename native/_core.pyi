@@ -1,0 +1,23 @@
+"""Type stub for hostprof.native._core."""
+
+from typing import Optional
+from typing import Sequence
+from typing import Tuple
+
+import numpy as np
+import numpy.typing as npt
+
+class StackTable:
+    def __init__(self, expected_stacks: int = ...) -> None: ...
+    def __len__(self) -> int: ...
+    @property
+    def n_frames(self) -> int: ...
+    def intern(self, frames: Sequence[int]) -> int: ...
+    def intern_many(
+        self,
+        frames: npt.ArrayLike,
+        offsets: npt.ArrayLike,
+        remap: Optional[npt.ArrayLike] = ...,
+    ) -> npt.NDArray[np.uint32]: ...
+    def get(self, stack_id: int) -> Tuple[int, ...]: ...
+    def export(self) -> Tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]: ...
