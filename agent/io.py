@@ -35,8 +35,9 @@ def encode_profile(profile: Profile, fmt: str, sample_type: Optional[str] = None
     return buf.getvalue()
 
 
-def write_profile(profile: Profile, path: str, fmt: Optional[str] = None,
-                  sample_type: Optional[str] = None) -> str:
+def write_profile(
+    profile: Profile, path: str, fmt: Optional[str] = None, sample_type: Optional[str] = None
+) -> str:
     """Writes ``profile`` to ``path`` (``-`` for stdout) atomically; returns the format used.
 
     Raises:
@@ -47,7 +48,9 @@ def write_profile(profile: Profile, path: str, fmt: Optional[str] = None,
     try:
         data = encode_profile(profile, fmt, sample_type)
     except KeyError as exc:
-        raise UsageError(str(exc.args[0]), "see the profile's sample types with --sample-type") from None
+        raise UsageError(
+            str(exc.args[0]), "see the profile's sample types with --sample-type"
+        ) from None
     if path == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -61,7 +64,11 @@ def write_profile(profile: Profile, path: str, fmt: Optional[str] = None,
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
-        hint = "free some disk space" if exc.errno == errno.ENOSPC else "check the directory exists and is writable"
+        hint = (
+            "free some disk space"
+            if exc.errno == errno.ENOSPC
+            else "check the directory exists and is writable"
+        )
         raise StorageError(f"cannot write {path}: {exc.strerror}", hint) from None
     finally:
         if tmp and os.path.exists(tmp):

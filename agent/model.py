@@ -251,8 +251,7 @@ class Profile:
             vals = vals.reshape(-1, 1) if len(self.sample_types) == 1 else vals.reshape(1, -1)
         if vals.shape != (len(sids), len(self.sample_types)):
             raise ValueError(
-                f"values must have shape ({len(sids)}, {len(self.sample_types)}), "
-                f"got {vals.shape}"
+                f"values must have shape ({len(sids)}, {len(self.sample_types)}), got {vals.shape}"
             )
         if np.isscalar(label_ids):
             lids = np.full(len(sids), int(label_ids), dtype=np.uint32)  # type: ignore[arg-type]
@@ -409,7 +408,6 @@ class Profile:
         out.compact()
         out._values = np.rint(out._values * factor).astype(np.int64)
         return out
-
 
 
 def _sum_by_key(

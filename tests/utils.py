@@ -25,9 +25,9 @@ PYTHONS_DIR = Path(os.environ.get("HOSTPROF_PYTHONS", "/var/cache/hostprof/pytho
 
 # Interpreters the tests run targets under, by short name: (path, description).
 CANDIDATE_PYTHONS: Dict[str, str] = {
-    "3.11-pyenv": sys.executable if "pyenv" in os.path.realpath(sys.executable) else str(
-        Path.home() / ".pyenv/versions/3.11.7/bin/python3.11"
-    ),
+    "3.11-pyenv": sys.executable
+    if "pyenv" in os.path.realpath(sys.executable)
+    else str(Path.home() / ".pyenv/versions/3.11.7/bin/python3.11"),
     "3.11-debian": "/usr/bin/python3.11",
     "3.9": str(PYTHONS_DIR / "bin/python3.9"),
     "3.13": str(PYTHONS_DIR / "bin/python3.13"),
@@ -65,8 +65,13 @@ class Target:
                     stream.close()
 
 
-def spawn(source: str, python: Optional[str] = None, args: Optional[List[str]] = None,
-          timeout: float = 30.0, env: Optional[Dict[str, str]] = None) -> Target:
+def spawn(
+    source: str,
+    python: Optional[str] = None,
+    args: Optional[List[str]] = None,
+    timeout: float = 30.0,
+    env: Optional[Dict[str, str]] = None,
+) -> Target:
     """Starts ``python -c source`` and waits until it prints a line starting with READY.
 
     The source is dedented. Raises RuntimeError (with the target's stderr) if it exits or

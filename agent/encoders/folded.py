@@ -104,7 +104,7 @@ def read(data: bytes, sample_type: SampleType = SAMPLES) -> Profile:
     stacks: Dict[Tuple[int, ...], int] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
-        if not line or line.startswith("#"):
+        if not line:
             continue
         stack_text, sep, count_text = line.rpartition(" ")
         if not sep or not stack_text:

@@ -32,6 +32,8 @@ EXTENSIONS = (".pprof", ".pb.gz", ".pb")
 PYTHON_MAPPING = "[python]"
 KERNEL_MAPPING = "[kernel.kallsyms]"
 SYNTHETIC_MAPPING = "[hostprof]"
+UNKNOWN_MAPPING = "[unknown]"
+"""Native frames whose object file is not known."""
 _KIND_BY_MAPPING = {
     PYTHON_MAPPING: FrameKind.PYTHON,
     KERNEL_MAPPING: FrameKind.KERNEL,
@@ -77,7 +79,7 @@ def to_message(profile: Profile):
 
     def mapping_for(frame: Frame) -> int:
         if frame.kind == FrameKind.NATIVE:
-            name = frame.file or "[unknown]"
+            name = frame.file or UNKNOWN_MAPPING
         else:
             name = {
                 FrameKind.PYTHON: PYTHON_MAPPING,
@@ -109,7 +111,9 @@ def to_message(profile: Profile):
             msg.function.add(
                 id=func_id,
                 name=strings(frame.function),
-                system_name=strings(frame.function),
+                # pprof demangles names equal to their system_name, which strips "<...>"
+                # as C++ template parameters; an empty system_name keeps "<gc>" intact.
+                system_name=strings("" if frame.kind == FrameKind.SYNTHETIC else frame.function),
                 filename=strings(file),
             )
         loc = msg.location.add(id=fid + 1, mapping_id=mapping_for(frame))
@@ -184,7 +188,9 @@ def from_message(msg) -> Profile:
 
     if st and st[0] != "":
         raise FormatError("pprof string_table[0] must be the empty string")
-    sample_types = [SampleType(s(v.type) or "samples", s(v.unit) or "count") for v in msg.sample_type]
+    sample_types = [
+        SampleType(s(v.type) or "samples", s(v.unit) or "count") for v in msg.sample_type
+    ]
     if not sample_types:
         raise FormatError("pprof profile has no sample_type")
     period_type = None
@@ -203,7 +209,9 @@ def from_message(msg) -> Profile:
         ids = []
         for line in loc.line:
             if line.function_id not in functions:
-                raise FormatError(f"pprof location {loc.id} names unknown function {line.function_id}")
+                raise FormatError(
+                    f"pprof location {loc.id} names unknown function {line.function_id}"
+                )
             name, file = functions[line.function_id]
             ids.append(profile.frames.intern(_frame(name, file, line.line, mname)))
         if not loc.line:
@@ -239,7 +247,7 @@ def _frame(name: str, file: str, line: int, mapping: str) -> Frame:
     kind = _KIND_BY_MAPPING.get(mapping)
     if kind is None:
         if mapping:
-            return Frame(name, mapping, 0, FrameKind.NATIVE)
+            return Frame(name, "" if mapping == UNKNOWN_MAPPING else mapping, 0, FrameKind.NATIVE)
         kind = FrameKind.PYTHON if file.endswith(".py") or line else FrameKind.NATIVE
     if kind == FrameKind.PYTHON:
         return Frame(name, file, line, kind)

@@ -17,12 +17,18 @@ NAME = "speedscope"
 EXTENSIONS = (".speedscope.json", ".speedscope")
 SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 
-_UNITS = {"nanoseconds": "nanoseconds", "microseconds": "microseconds",
-          "milliseconds": "milliseconds", "seconds": "seconds", "bytes": "bytes"}
+_UNITS = {
+    "nanoseconds": "nanoseconds",
+    "microseconds": "microseconds",
+    "milliseconds": "milliseconds",
+    "seconds": "seconds",
+    "bytes": "bytes",
+}
 
 
-def to_document(profile: Profile, sample_type: Optional[SampleType | str] = None,
-                name: str = "hostprof") -> dict:
+def to_document(
+    profile: Profile, sample_type: Optional[SampleType | str] = None, name: str = "hostprof"
+) -> dict:
     """Builds the speedscope document as a dict."""
     col = 0 if sample_type is None else profile.sample_type_index(sample_type)
     unit = _UNITS.get(profile.sample_types[col].unit, "none")
@@ -36,7 +42,9 @@ def to_document(profile: Profile, sample_type: Optional[SampleType | str] = None
         labels = dict(profile.labels[lid])
         thread = labels.get("thread_name") or ""
         if labels.get("thread_id"):
-            thread = f"{thread} ({labels['thread_id']})" if thread else f"thread {labels['thread_id']}"
+            thread = (
+                f"{thread} ({labels['thread_id']})" if thread else f"thread {labels['thread_id']}"
+            )
         thread = thread or "all threads"
         stack = []
         for fid in profile.stacks.get(sid):
@@ -59,15 +67,17 @@ def to_document(profile: Profile, sample_type: Optional[SampleType | str] = None
     for thread in sorted(by_thread):
         t = by_thread[thread]
         total = sum(t["weights"])
-        profiles.append({
-            "type": "sampled",
-            "name": thread,
-            "unit": unit,
-            "startValue": 0,
-            "endValue": total,
-            "samples": t["samples"],
-            "weights": t["weights"],
-        })
+        profiles.append(
+            {
+                "type": "sampled",
+                "name": thread,
+                "unit": unit,
+                "startValue": 0,
+                "endValue": total,
+                "samples": t["samples"],
+                "weights": t["weights"],
+            }
+        )
     return {
         "$schema": SCHEMA,
         "shared": {"frames": frames},

@@ -15,7 +15,7 @@ Usage::
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Dict
 from typing import List
@@ -91,13 +91,13 @@ def _parse(name: str, text: str) -> descriptor_pb2.FileDescriptorProto:
                     if depth == 0:
                         break
         elif tok == "message":
-            msg = (stack[-1].nested_type.add() if stack else fdp.message_type.add())
+            msg = stack[-1].nested_type.add() if stack else fdp.message_type.add()
             msg.name = take()
             take()  # {
             stack.append(msg)
             depth_kinds.append("message")
         elif tok == "enum":
-            en = (stack[-1].enum_type.add() if stack else fdp.enum_type.add())
+            en = stack[-1].enum_type.add() if stack else fdp.enum_type.add()
             en.name = take()
             take()
             enums.append(en)
@@ -137,7 +137,7 @@ def _parse(name: str, text: str) -> descriptor_pb2.FileDescriptorProto:
     return fdp
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pool() -> descriptor_pool.DescriptorPool:
     pool = descriptor_pool.DescriptorPool()
     files: Dict[str, descriptor_pb2.FileDescriptorProto] = {}
@@ -148,7 +148,7 @@ def _pool() -> descriptor_pool.DescriptorPool:
         for en in fdp.enum_type:
             enum_names.add(f".{fdp.package}.{en.name}")
 
-    def fix(msgs: "object", prefix: str) -> None:
+    def fix(msgs: object, prefix: str) -> None:
         for m in msgs:  # type: ignore[attr-defined]
             for en in m.enum_type:
                 enum_names.add(f"{prefix}.{m.name}.{en.name}")
@@ -174,7 +174,7 @@ def _pool() -> descriptor_pool.DescriptorPool:
     return pool
 
 
-@lru_cache(maxsize=None)
+@cache
 def messages(full_name: str) -> Type[Message]:
     """Returns the message class for a fully qualified name such as ``push.v1.PushRequest``."""
     desc = _pool().FindMessageTypeByName(full_name)
