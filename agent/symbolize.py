@@ -1,0 +1,208 @@
+"""Addresses from eBPF stacks -> Frames: ELF symbols for user space, kallsyms for the kernel.
+
+User addresses are resolved per process through its ``/proc/PID/maps``: the mapping gives the
+file and the file offset; the file is opened the way the target sees it
+(:func:`hostprof.procmaps.open_mapped_file`: maps path, ``/proc/PID/root``, ``map_files``); the
+ELF's PT_LOAD segments turn the file offset into a link-time address, which is looked up with
+``numpy.searchsorted`` in the object's sorted FUNC symbols (``.symtab`` or ``.dynsym``).
+Symbol tables are cached by GNU build-id (falling back to device+inode+size+mtime), so the same
+libc mapped by a hundred processes is read once.
+
+Addresses that resolve to nothing become ``[unknown]`` frames carrying the object's name;
+:attr:`Symbolizer.unknown_share` reports their share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict
+from typing import List
+from typing import Optional
+from typing import Sequence
+from typing import Tuple
+
+import numpy as np
+
+from hostprof import elf
+from hostprof import procmaps
+from hostprof._errors import HostprofError
+from hostprof.model import Frame
+from hostprof.model import FrameKind
+
+UNKNOWN = "[unknown]"
+
+
+@dataclasses.dataclass
+class _Object:
+    """One mapped ELF object's symbols and load segments."""
+
+    functions: elf.FunctionTable
+    seg_offsets: np.ndarray  # file offsets of PT_LOAD segments, ascending
+    seg_ends: np.ndarray
+    seg_vaddrs: np.ndarray
+    name: str
+
+    def file_to_vaddr(self, offsets: np.ndarray) -> np.ndarray:
+        """Link-time addresses of file offsets (via the containing PT_LOAD segment)."""
+        if not len(self.seg_offsets):
+            return offsets
+        i = np.clip(np.searchsorted(self.seg_offsets, offsets, side="right") - 1, 0, None)
+        return offsets - self.seg_offsets[i] + self.seg_vaddrs[i]
+
+
+class _ProcessMaps:
+    """The executable file mappings of one process as sorted arrays."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        maps = [m for m in procmaps.read_maps(pid) if m.executable]
+        self.maps = maps
+        self.starts = np.array([m.start for m in maps], dtype=np.uint64)
+        self.ends = np.array([m.end for m in maps], dtype=np.uint64)
+
+    def find(self, addrs: np.ndarray) -> np.ndarray:
+        """Index of the mapping holding each address, or -1."""
+        i = np.searchsorted(self.starts, addrs, side="right").astype(np.int64) - 1
+        ok = (i >= 0) & (addrs < self.ends[np.clip(i, 0, None)] if len(self.ends) else False)
+        return np.where(ok, i, -1)
+
+
+class KernelSymbols:
+    """``/proc/kallsyms`` as sorted arrays (text symbols only), loaded on first use."""
+
+    def __init__(self, path: str = "/proc/kallsyms") -> None:
+        addrs: List[int] = []
+        names: List[str] = []
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3 or parts[1] not in "tTwW":
+                    continue
+                a = int(parts[0], 16)
+                if a:
+                    addrs.append(a)
+                    names.append(parts[2])
+        order = np.argsort(np.array(addrs, dtype=np.uint64), kind="stable")
+        self.addresses = np.array(addrs, dtype=np.uint64)[order]
+        self.names = [names[i] for i in order.tolist()]
+        self.restricted = not addrs  # kptr_restrict hides addresses from non-root
+
+    def lookup_many(self, addrs: np.ndarray) -> List[str]:
+        if not len(self.addresses):
+            return [UNKNOWN] * len(addrs)
+        i = np.searchsorted(self.addresses, addrs, side="right").astype(np.int64) - 1
+        return [self.names[j] if j >= 0 else UNKNOWN for j in i.tolist()]
+
+
+class Symbolizer:
+    """Resolves user and kernel addresses to Frames, with caches that live as long as it does.
+
+    Attributes:
+        frames: frames resolved so far.
+        unknown: how many of them were ``[unknown]``.
+    """
+
+    def __init__(self) -> None:
+        self._kernel: Optional[KernelSymbols] = None
+        self._procs: Dict[int, _ProcessMaps] = {}
+        self._objects: Dict[str, Optional[_Object]] = {}  # by build-id or file identity
+        self._identity: Dict[Tuple[int, int, int, int], str] = {}  # stat -> object key
+        self.frames = 0
+        self.unknown = 0
+
+    # ------------------------------------------------------------------------- kernel
+    def kernel_frames(self, addrs: Sequence[int]) -> List[Frame]:
+        """Kernel frames for addresses, in the given order."""
+        if self._kernel is None:
+            self._kernel = KernelSymbols()
+        names = self._kernel.lookup_many(np.asarray(addrs, dtype=np.uint64))
+        self.frames += len(names)
+        self.unknown += sum(1 for n in names if n == UNKNOWN)
+        return [Frame(n, "[kernel]", 0, FrameKind.KERNEL) for n in names]
+
+    # --------------------------------------------------------------------------- user
+    def forget(self, pid: int) -> None:
+        """Drops the cached maps of a process (it exited or re-mapped)."""
+        self._procs.pop(pid, None)
+
+    def _maps(self, pid: int, refresh: bool = False) -> Optional[_ProcessMaps]:
+        pm = self._procs.get(pid)
+        if pm is None or refresh:
+            try:
+                pm = _ProcessMaps(pid)
+            except HostprofError:
+                return None
+            self._procs[pid] = pm
+        return pm
+
+    def _object(self, pid: int, mapping: procmaps.Mapping) -> Optional[_Object]:
+        try:
+            f = procmaps.open_mapped_file(pid, mapping)
+        except (OSError, HostprofError):
+            return None
+        with f:
+            st = os.fstat(f.fileno())
+            ident = (st.st_dev, st.st_ino, st.st_size, int(st.st_mtime))
+            key = self._identity.get(ident)
+            if key is not None:
+                return self._objects.get(key)
+            try:
+                ef = elf.ElfFile.from_file(f, mapping.path)
+            except (elf.ElfError, OSError, ValueError):
+                self._identity[ident] = key = f"ident:{ident}"
+                self._objects[key] = None
+                return None
+            try:
+                key = ef.build_id() or f"ident:{ident}"
+                self._identity[ident] = key
+                if key not in self._objects:
+                    segs = sorted(ef.segments, key=lambda s: s.offset)
+                    self._objects[key] = _Object(
+                        functions=ef.function_table(),
+                        seg_offsets=np.array([s.offset for s in segs], dtype=np.uint64),
+                        seg_ends=np.array([s.offset + s.filesz for s in segs], dtype=np.uint64),
+                        seg_vaddrs=np.array([s.vaddr for s in segs], dtype=np.uint64),
+                        name=mapping.basename,
+                    )
+            finally:
+                ef.close()
+            return self._objects[key]
+
+    def user_frames(self, pid: int, addrs: Sequence[int]) -> List[Frame]:
+        """User frames for addresses of process ``pid``, in the given order."""
+        a = np.asarray(addrs, dtype=np.uint64)
+        pm = self._maps(pid)
+        idx = pm.find(a) if pm is not None else np.full(len(a), -1)
+        if pm is not None and (idx < 0).any():
+            # A library loaded after we read the maps: re-read once.
+            pm = self._maps(pid, refresh=True)
+            idx = pm.find(a) if pm is not None else idx
+        out: List[Frame] = [Frame(UNKNOWN, "", 0, FrameKind.NATIVE)] * len(a)
+        if pm is not None:
+            for mi in np.unique(idx[idx >= 0]).tolist():
+                sel = np.flatnonzero(idx == mi)
+                m = pm.maps[mi]
+                obj = self._object(pid, m)
+                name = m.basename
+                if obj is None:
+                    for j in sel.tolist():
+                        out[j] = Frame(UNKNOWN, name, 0, FrameKind.NATIVE)
+                    continue
+                # Return addresses point after the call: look up addr-1 for caller frames, so
+                # a call that is the last instruction of a function is not charged to the next.
+                adj = a[sel] - np.where(sel > 0, 1, 0).astype(np.uint64)
+                offs = adj - np.uint64(m.start) + np.uint64(m.offset)
+                vaddrs = obj.file_to_vaddr(offs)
+                hits = obj.functions.lookup_many(vaddrs)
+                for j, h in zip(sel.tolist(), hits.tolist()):
+                    fn = obj.functions.names[h] if h >= 0 else UNKNOWN
+                    out[j] = Frame(fn, name, 0, FrameKind.NATIVE)
+        self.frames += len(out)
+        self.unknown += sum(1 for f in out if f.function == UNKNOWN)
+        return out
+
+    @property
+    def unknown_share(self) -> float:
+        """Share of resolved frames that came out ``[unknown]`` (0.0 before any)."""
+        return self.unknown / self.frames if self.frames else 0.0
