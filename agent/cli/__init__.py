@@ -7,6 +7,7 @@ help text. The list below is explicit on purpose: importing a module never regis
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 import traceback
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hostprof {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name, command in COMMANDS:
-        doc = (command.__doc__ or "").strip()
+        doc = inspect.cleandoc(command.__doc__ or "")
         summary = doc.splitlines()[0] if doc else name
         p = sub.add_parser(
             name,
