@@ -1,0 +1,143 @@
+"""The syscalls collector: per-thread syscall counts and latency (raw_syscalls tracepoints).
+
+``syscalls.bpf.c`` aggregates in the kernel per (pid, tid, syscall, time slot) plus a log2
+latency histogram per syscall, so the traced program pays no per-event output. Each drained row
+becomes a sample whose leaf is a synthetic ``<syscall:NAME>`` frame; :mod:`hostprof.merge` puts
+the thread's Python stack above it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+from typing import Dict
+from typing import Optional
+from typing import Sequence
+from typing import Set
+from typing import Tuple
+
+import numpy as np
+
+from hostprof.collectors import _ebpf
+from hostprof.collectors import _kernel
+from hostprof.collectors._base import Collector
+from hostprof.collectors._batch import RawBatch
+from hostprof.model import SYSCALLS
+from hostprof.model import SampleType
+
+SYSCALL_NS = SampleType("syscall_time", "nanoseconds")
+SAMPLE_TYPES = (SYSCALLS, SYSCALL_NS)
+UNISTD_64 = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
+_NR = re.compile(r"^#define __NR_(\w+)\s+(\d+)\s*$", re.M)
+
+
+def syscall_names(path: Path = UNISTD_64) -> Dict[int, str]:
+    """x86-64 syscall numbers -> names, from the UAPI ``unistd_64.h`` (linux-libc-dev)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    return {int(nr): name for name, nr in _NR.findall(text)}
+
+
+class SyscallsCollector(Collector):
+    """Counts and times every syscall of the host or of a set of processes."""
+
+    name = "syscalls"
+
+    def __init__(
+        self,
+        pids: Optional[Sequence[int]] = None,
+        slot_ns: Optional[int] = None,
+        user_stacks: bool = False,
+        symbolizer: Optional[Any] = None,
+    ) -> None:
+        self.pids = None if pids is None else [int(p) for p in pids]
+        self.shift = _ebpf.slot_shift(slot_ns)
+        self.user_stacks = user_stacks
+        self.names = syscall_names()
+        if user_stacks and symbolizer is None:
+            from hostprof.symbolize import Symbolizer
+
+            symbolizer = Symbolizer()
+        self.symbolizer = symbolizer
+        self._bpf: Any = None
+        self._stacks: Optional[_ebpf.StackMap] = None
+        self._threads = _ebpf.ThreadNames()
+        self._reported: Dict[str, int] = {}
+        self._stats: Dict[str, float] = {}
+        self._frames: Dict[int, Any] = {}
+        self.histogram: Dict[str, np.ndarray] = {}
+        """Cumulative log2 latency histogram per syscall name: counts of [2^i, 2^(i+1)) ns."""
+
+    @classmethod
+    def probe(cls, pids: Optional[Sequence[int]] = None, **options: Any) -> Optional[Collector]:
+        _kernel.check_all(tracepoints=["raw_syscalls:sys_enter", "raw_syscalls:sys_exit"])
+        return cls(pids, **options)
+
+    def start(self) -> None:
+        self._bpf, compile_s = _ebpf.load(
+            "syscalls.bpf.c",
+            {"HP_SLOT_SHIFT": self.shift, "HP_USER_STACKS": self.user_stacks},
+            self.pids,
+        )
+        self._stats["compile_s"] = compile_s
+        if self.user_stacks:
+            self._stacks = _ebpf.StackMap(self._bpf, "stacks", self.symbolizer)
+
+    def add_pids(self, pids: Sequence[int]) -> None:
+        if self.pids is not None and self._bpf is not None:
+            _ebpf.add_pids(self._bpf, pids)
+            self.pids.extend(int(p) for p in pids)
+
+    def name_of(self, nr: int) -> str:
+        return self.names.get(nr, f"sys_{nr}")
+
+    def _frame(self, nr: int) -> Any:
+        f = self._frames.get(nr)
+        if f is None:
+            f = self._frames[nr] = _ebpf.syscall_frame(self.name_of(nr))
+        return f
+
+    def drain(self) -> RawBatch:
+        if self._bpf is None:
+            return RawBatch.empty(self.name, SAMPLE_TYPES)
+        t0 = time.process_time()
+        items = _ebpf.drain_map(self._bpf["counts"])
+        builder = _ebpf.BatchBuilder(self.name, SAMPLE_TYPES)
+        keep: Set[int] = set()
+        for k, v in items:
+            pid, tid, nr = int(k.pid), int(k.tid), int(k.nr)
+            stack: Tuple[Any, ...] = (self._frame(nr),)
+            if self._stacks is not None:
+                us = int(k.ustack)
+                keep.add(us)
+                stack = self._stacks.user(pid, us) + stack
+            ts = 0 if self.shift >= 63 else (int(k.slot) << self.shift) + (1 << (self.shift - 1))
+            builder.add(stack, (int(v.count), int(v.total_ns)), pid, tid, ts)
+        if self._stacks is not None:
+            self._stacks.sweep(keep)
+        for k, v in _ebpf.drain_map(self._bpf["hist"]):
+            h = self.histogram.setdefault(self.name_of(int(k.nr)), np.zeros(64, np.int64))
+            h[min(int(k.bucket), 63)] += int(getattr(v, "value", v))
+        totals = _ebpf.read_stats(self._bpf)
+        delta = {k: totals[k] - self._reported.get(k, 0) for k in totals}
+        self._reported = totals
+        batch = builder.build(lost=delta["map_full"], missed=delta["collisions"])
+        batch.thread_names = self._threads.for_batch(batch.pid, batch.tid)
+        self._stats["drain_cpu_s"] = self._stats.get("drain_cpu_s", 0.0) + (
+            time.process_time() - t0
+        )
+        return batch
+
+    def stop(self) -> None:
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def stats(self) -> Dict[str, float]:
+        out = dict(self._stats)
+        out.update({k: float(v) for k, v in self._reported.items()})
+        return out
