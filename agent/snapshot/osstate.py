@@ -1,0 +1,169 @@
+"""Per-thread OS state from /proc: scheduler state, the syscall a thread is blocked in, CPU ticks.
+
+This is what tells a deadlock (sleeping in ``futex``, no CPU used between two dumps) from a
+busy loop (running, CPU ticks rising) when the Python stack is the same in both dumps. Reading
+/proc never stops the target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+from typing import Dict
+from typing import Optional
+
+STATES = {
+    "R": "running",
+    "S": "sleeping",
+    "D": "disk-wait",
+    "Z": "zombie",
+    "T": "stopped",
+    "t": "tracing-stop",
+    "X": "dead",
+    "I": "idle",
+    "P": "parked",
+    "W": "waking",
+}
+"""Single-letter /proc states, spelled out."""
+
+# x86-64 syscall numbers of the calls a thread is usually found blocked in (facts from the
+# kernel's syscall_64.tbl). Other numbers are shown as "syscall N".
+_X86_64 = {
+    0: "read",
+    1: "write",
+    7: "poll",
+    17: "pread64",
+    18: "pwrite64",
+    23: "select",
+    24: "sched_yield",
+    34: "pause",
+    35: "nanosleep",
+    42: "connect",
+    43: "accept",
+    44: "sendto",
+    45: "recvfrom",
+    46: "sendmsg",
+    47: "recvmsg",
+    61: "wait4",
+    72: "fcntl",
+    74: "fsync",
+    128: "rt_sigtimedwait",
+    202: "futex",
+    230: "clock_nanosleep",
+    232: "epoll_wait",
+    247: "waitid",
+    270: "pselect6",
+    271: "ppoll",
+    281: "epoll_pwait",
+    288: "accept4",
+    299: "recvmmsg",
+    441: "epoll_pwait2",
+    449: "futex_waitv",
+}
+_SYSCALL_NAMES = _X86_64 if platform.machine() == "x86_64" else {}
+
+LOCK_SYSCALLS = frozenset({"futex", "futex_waitv"})
+"""Syscalls that mean "waiting for a lock or condition" (also the GIL wait)."""
+SLEEP_SYSCALLS = frozenset({"nanosleep", "clock_nanosleep", "pause"})
+"""Syscalls that mean an intentional sleep."""
+IO_SYSCALLS = frozenset(
+    {
+        "read",
+        "write",
+        "poll",
+        "select",
+        "pselect6",
+        "ppoll",
+        "epoll_wait",
+        "epoll_pwait",
+        "epoll_pwait2",
+        "accept",
+        "accept4",
+        "recvfrom",
+        "recvmsg",
+        "recvmmsg",
+        "connect",
+        "sendto",
+        "sendmsg",
+        "pread64",
+        "pwrite64",
+        "fsync",
+    }
+)
+"""Syscalls that mean waiting for I/O."""
+
+
+def syscall_name(nr: int) -> str:
+    """The name of a syscall number on this architecture, or ``syscall N``."""
+    return _SYSCALL_NAMES.get(nr, f"syscall {nr}")
+
+
+@dataclasses.dataclass
+class ThreadOsState:
+    """What the kernel says about one thread at one instant."""
+
+    tid: int
+    """OS thread id."""
+    state: str
+    """Spelled-out scheduler state (``running``, ``sleeping``, ``disk-wait``...)."""
+    comm: str = ""
+    """The kernel's thread name (``/proc/PID/task/TID/comm``, 15 characters)."""
+    syscall: Optional[str] = None
+    """The syscall the thread is blocked in, when it is in one (root only)."""
+    wchan: Optional[str] = None
+    """The kernel function it sleeps in, where the kernel shows it."""
+    cpu_ticks: int = 0
+    """utime + stime in clock ticks: compare two readings to see if the thread ran."""
+
+    def to_json(self) -> Dict[str, object]:
+        """Plain dict for snapshot.json."""
+        return dataclasses.asdict(self)
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def read_thread_state(pid: int, tid: int) -> Optional[ThreadOsState]:
+    """Reads one thread's state; None when the thread (or process) is gone."""
+    base = f"/proc/{pid}/task/{tid}"
+    stat = _read(f"{base}/stat")
+    if not stat:
+        return None
+    # comm may contain spaces and parentheses: fields start after the last ')'.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    letter = fields[0] if fields else "?"
+    try:
+        ticks = int(fields[11]) + int(fields[12])
+    except (IndexError, ValueError):
+        ticks = 0
+    out = ThreadOsState(tid=tid, state=STATES.get(letter, letter), cpu_ticks=ticks)
+    out.comm = (_read(f"{base}/comm") or "").strip()
+    sc = _read(f"{base}/syscall")
+    if sc:
+        first = sc.split()[0]
+        if first.lstrip("-").isdigit() and int(first) >= 0:
+            out.syscall = syscall_name(int(first))
+    wchan = (_read(f"{base}/wchan") or "").strip()
+    if wchan and wchan != "0":
+        out.wchan = wchan
+    return out
+
+
+def read_process_states(pid: int) -> Dict[int, ThreadOsState]:
+    """Every thread's state of one process, by tid (empty when the process is gone)."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return {}
+    out = {}
+    for tid in tids:
+        st = read_thread_state(pid, tid)
+        if st is not None:
+            out[tid] = st
+    return out

@@ -1,0 +1,519 @@
+"""The snapshot's reports: summary.md, report.html, stacks.txt and snapshot.json.
+
+summary.md opens with the findings (stuck threads, GIL holders, threads in GC, top functions,
+busiest syscalls), then what was unavailable or partial, then processes and host. report.html
+is the same document plus inline SVG flamegraphs and links to the interactive ones. Both are
+built from one block list (:mod:`hostprof.snapshot.document`), so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import json
+from typing import Any
+from typing import Dict
+from typing import List
+from typing import Mapping
+from typing import Optional
+
+from hostprof.snapshot import document as doc
+from hostprof.snapshot import svgflame
+from hostprof.snapshot.records import ProcessDump
+from hostprof.snapshot.take import SNAPSHOT_VERSION
+from hostprof.snapshot.take import Snapshot
+
+PROFILE_TITLES = {
+    "python": ("Python stacks (on-CPU samples)", "samples"),
+    "cpu": ("CPU (eBPF, native + kernel)", ""),
+    "offcpu": ("Off-CPU (blocked time)", ""),
+    "syscalls": ("Syscalls", ""),
+}
+
+
+def _mb(n: Optional[float]) -> str:
+    return "?" if n is None else f"{n / 1048576:,.1f} MB"
+
+
+def _when(ns: int) -> str:
+    t = datetime.datetime.fromtimestamp(ns / 1e9, tz=datetime.timezone.utc)
+    return t.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _where(row: Mapping[str, Any]) -> str:
+    fn = row.get("function") or "?"
+    file = (row.get("file") or "").rsplit("/", 1)[-1]
+    line = row.get("line") or 0
+    return f"`{fn}` ({file}:{line})" if file else f"`{fn}`"
+
+
+def _proc_name(snap: Snapshot, pid: int) -> str:
+    facts = snap.processes.get(pid, {})
+    cmd = " ".join(facts.get("cmdline") or []) or facts.get("name") or "?"
+    return cmd if len(cmd) <= 80 else cmd[:79] + "…"
+
+
+def _thread_line(t: Mapping[str, Any]) -> str:
+    extra = []
+    if t.get("syscall"):
+        extra.append(f"in `{t['syscall']}`")
+    cpu = t.get("cpu_seconds")
+    if cpu is not None:
+        extra.append("no CPU used between dumps" if cpu == 0 else f"{cpu:.2f} s CPU between dumps")
+    if t.get("holds_gil"):
+        extra.append("holds the GIL")
+    tail = f" ({', '.join(extra)})" if extra else ""
+    return f"`{t['name'] or '?'}` (tid {t['tid']}): {t['reason']} at {_where(t)}{tail}"
+
+
+def findings_blocks(snap: Snapshot) -> List[doc.Block]:
+    """The findings section, most urgent first."""
+    f = snap.findings
+    blocks: List[doc.Block] = [doc.Heading(2, "Findings")]
+    # 1. Stuck threads.
+    blocks.append(doc.Heading(3, "Threads stuck in the same stack in both dumps"))
+    items = []
+    for dl in f.get("deadlock_suspects", []):
+        lines = [
+            f"**Possible deadlock in pid {dl['pid']}** (`{_proc_name(snap, dl['pid'])}`): "
+            f"{len(dl['threads'])} threads waiting on locks with unchanged stacks:"
+        ]
+        lines += [f"  - {_thread_line(t)}" for t in dl["threads"]]
+        items.append("\n".join(lines))
+    in_deadlock = {
+        (dl["pid"], t["tid"]) for dl in f.get("deadlock_suspects", []) for t in dl["threads"]
+    }
+    rest = [t for t in f.get("stuck_threads", []) if (t["pid"], t["tid"]) not in in_deadlock]
+    for t in rest[:30]:
+        items.append(f"pid {t['pid']} {_thread_line(t)}")
+    if len(rest) > 30:
+        items.append(f"… and {len(rest) - 30} more (see snapshot.json)")
+    if items:
+        blocks.append(doc.Bullets(items))
+    elif any(ps.dumps[0] and ps.dumps[1] for ps in snap.stacks.values()):
+        blocks.append(doc.Para("No thread had the same stack in both dumps."))
+    else:
+        blocks.append(doc.Para("Not known: no process was dumped twice."))
+    # 2. GIL holders.
+    blocks.append(doc.Heading(3, "GIL holder"))
+    gil = f.get("gil_holders", [])
+    if gil:
+        blocks.append(
+            doc.Bullets(
+                [
+                    f"pid {g['pid']} dump {g['dump']}: `{g['name'] or '?'}` (tid {g['tid']}) "
+                    f"at `{g['where']}`"
+                    for g in gil[:40]
+                ]
+            )
+        )
+    else:
+        blocks.append(
+            doc.Para(
+                "No thread held the GIL at either dump (all threads idle or in C code without it)."
+            )
+        )
+    # 3. GC.
+    blocks.append(doc.Heading(3, "Threads in GC"))
+    gc = f.get("threads_in_gc", [])
+    if gc:
+        blocks.append(
+            doc.Bullets(
+                [
+                    f"pid {g['pid']} dump {g['dump']}: `{g['name'] or '?'}` (tid {g['tid']}) "
+                    f"**in a garbage collection**, called from `{g['where']}`"
+                    for g in gc
+                ]
+            )
+        )
+    elif f.get("gc_state_known"):
+        blocks.append(doc.Para("No thread was inside a garbage collection at either dump."))
+    else:
+        blocks.append(doc.Para("Unknown: the stack reader used cannot see GC state (py-spy)."))
+    # 4. Top functions.
+    blocks.append(doc.Heading(3, "Top functions"))
+    tf = f.get("top_functions", [])
+    if tf:
+        blocks.append(
+            doc.Table(
+                ["function", "file", "self %", "total %", "self samples"],
+                [
+                    [
+                        f"`{r['function']}`",
+                        r["file"].rsplit("/", 1)[-1],
+                        f"{r['self_percent']}",
+                        f"{r['total_percent']}",
+                        f"{r['self']:,}",
+                    ]
+                    for r in tf
+                ],
+            )
+        )
+    else:
+        blocks.append(doc.Para("No on-CPU Python samples in the profile window."))
+    if f.get("top_native"):
+        blocks.append(doc.Para("Native and kernel (eBPF CPU samples):"))
+        blocks.append(
+            doc.Table(
+                ["function", "kind", "self %", "total %"],
+                [
+                    [
+                        f"`{r['function']}`",
+                        r["kind"],
+                        f"{r['self_percent']}",
+                        f"{r['total_percent']}",
+                    ]
+                    for r in f["top_native"]
+                ],
+            )
+        )
+    # 5. Syscalls.
+    blocks.append(doc.Heading(3, "Busiest syscalls"))
+    sc = f.get("busiest_syscalls", [])
+    if sc:
+        blocks.append(
+            doc.Table(
+                ["syscall", "count", "total time", "top Python caller"],
+                [
+                    [
+                        f"`{r['syscall']}`",
+                        f"{r['count']:,}",
+                        "" if r.get("total_ns") is None else f"{r['total_ns'] / 1e6:,.1f} ms",
+                        r.get("top_caller") or "",
+                    ]
+                    for r in sc
+                ],
+            )
+        )
+    elif "syscalls" in snap.profile.profiles:
+        blocks.append(doc.Para("No syscalls recorded for the targets."))
+    else:
+        why = (
+            snap.profile.unavailable.get("syscalls")
+            or snap.profile.failed.get("syscalls")
+            or "not run"
+        )
+        blocks.append(doc.Para(f"Unavailable: syscall collector {why}."))
+    if f.get("top_offcpu"):
+        blocks.append(doc.Heading(3, "Where threads blocked (off-CPU)"))
+        blocks.append(
+            doc.Table(
+                ["function", "kind", "self %"],
+                [
+                    [f"`{r['function']}`", r["kind"], f"{r['self_percent']}"]
+                    for r in f["top_offcpu"]
+                ],
+            )
+        )
+    return blocks
+
+
+def status_blocks(snap: Snapshot) -> List[doc.Block]:
+    """Partial targets, failed and unavailable parts."""
+    items = []
+    for pid, st in sorted(snap.statuses.items()):
+        if st["status"] in ("partial", "failed"):
+            items.append(f"pid {pid} **{st['status']}**: {'; '.join(st['reasons'])}")
+    for name, why in sorted(snap.profile.failed.items()):
+        items.append(f"**{name} collector failed**: {why}")
+    for name, why in sorted(snap.unavailable.items()):
+        items.append(f"{name} unavailable: {why}")
+    if not items:
+        return []
+    return [doc.Heading(2, "Partial and unavailable parts"), doc.Bullets(items)]
+
+
+def process_blocks(snap: Snapshot) -> List[doc.Block]:
+    """One row per target."""
+    rows = []
+    for t in snap.targets:
+        facts = snap.processes.get(t.pid, {})
+        st = snap.statuses.get(t.pid, {})
+        mem = facts.get("memory") or {}
+        cpu = facts.get("cpu_times") or {}
+        dump = snap.stacks.get(t.pid).latest() if t.pid in snap.stacks else None
+        rows.append(
+            [
+                str(t.pid),
+                f"`{_proc_name(snap, t.pid)}`",
+                st.get("status", "?"),
+                str(facts.get("num_threads", "?")),
+                _mb(mem.get("rss")),
+                _mb(mem.get("uss")),
+                f"{cpu.get('user', 0) + cpu.get('system', 0):.1f} s" if cpu else "?",
+                f"{facts.get('open_files_count', '?')} / {facts.get('sockets_count', '?')}",
+                (facts.get("container_id") or "")[:12],
+                dump.source if dump else "",
+            ]
+        )
+    return [
+        doc.Heading(2, "Processes"),
+        doc.Table(
+            [
+                "pid",
+                "command",
+                "status",
+                "threads",
+                "RSS",
+                "USS",
+                "CPU",
+                "files / sockets",
+                "container",
+                "stacks by",
+            ],
+            rows,
+        ),
+    ]
+
+
+def host_blocks(snap: Snapshot) -> List[doc.Block]:
+    """Load, memory, pressure, top processes."""
+    h = snap.host
+    load = h.get("load") or []
+    mem = h.get("memory") or {}
+    swap = h.get("swap") or {}
+    items = [
+        f"host `{h.get('hostname', '?')}`, kernel `{h.get('kernel', '?')}`, "
+        f"{h.get('cpu_count', '?')} CPUs",
+        "load " + " / ".join(f"{x:.2f}" for x in load) if load else "load unknown",
+        f"memory {mem.get('percent', '?')}% used, "
+        f"{_mb(mem.get('available'))} available of {_mb(mem.get('total'))}",
+        f"swap {swap.get('percent', '?')}% used of {_mb(swap.get('total'))}",
+    ]
+    psi = h.get("pressure") or {}
+    for res in ("cpu", "memory", "io"):
+        some = (psi.get(res) or {}).get("some")
+        if some:
+            items.append(
+                f"{res} pressure: some avg10={some.get('avg10')}% avg60={some.get('avg60')}%"
+            )
+    for d in h.get("disks") or []:
+        if d.get("percent", 0) >= 80:
+            items.append(f"disk `{d['mount']}` {d['percent']}% full")
+    blocks: List[doc.Block] = [doc.Heading(2, "Host"), doc.Bullets(items)]
+    top = h.get("top") or {}
+    if top.get("by_cpu"):
+        blocks.append(
+            doc.Para(f"Top processes by CPU over the last {top.get('window_seconds')} s:")
+        )
+        blocks.append(
+            doc.Table(
+                ["pid", "CPU %", "RSS", "command"],
+                [
+                    [
+                        str(r["pid"]),
+                        f"{r['cpu_percent']}",
+                        _mb(r["rss"]),
+                        f"`{(r.get('cmdline') or r['name'])[:70]}`",
+                    ]
+                    for r in top["by_cpu"]
+                ],
+            )
+        )
+    if top.get("by_rss"):
+        blocks.append(doc.Para("Top processes by RSS:"))
+        blocks.append(
+            doc.Table(
+                ["pid", "RSS", "command"],
+                [
+                    [str(r["pid"]), _mb(r["rss"]), f"`{(r.get('cmdline') or r['name'])[:70]}`"]
+                    for r in top["by_rss"]
+                ],
+            )
+        )
+    return blocks
+
+
+def header_blocks(snap: Snapshot) -> List[doc.Block]:
+    """Title and one-paragraph overview."""
+    n_py = sum(1 for t in snap.targets if t.is_python)
+    state = "**PARTIAL**" if snap.partial else "complete"
+    readers = ", ".join(snap.readers_used) or "none"
+    collected = ", ".join(sorted(snap.profile.profiles)) or "none"
+    return [
+        doc.Heading(
+            1, f"hostprof snapshot — {snap.host.get('hostname', '?')}, {_when(snap.started_ns)}"
+        ),
+        doc.Para(
+            f"{len(snap.targets)} target(s), {n_py} Python; two dumps 1 s apart; "
+            f"profile {snap.options.profile_seconds:g} s ({collected}); stacks read by {readers}; "
+            f"took {snap.elapsed_s:.1f} s. Result: {state}."
+        ),
+    ]
+
+
+def blocks(snap: Snapshot) -> List[doc.Block]:
+    """The whole summary document."""
+    return [
+        *header_blocks(snap),
+        *findings_blocks(snap),
+        *status_blocks(snap),
+        *process_blocks(snap),
+        *host_blocks(snap),
+        doc.Para(
+            "Full thread stacks of both dumps: `stacks.txt`; everything: `snapshot.json`; "
+            "profiles: `profiles/`."
+        ),
+    ]
+
+
+def summary_md(snap: Snapshot) -> str:
+    """summary.md."""
+    return doc.to_markdown(blocks(snap))
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2330;
+max-width:1260px}
+h1{font-size:22px}h2{border-bottom:1px solid #d7dbe3;padding-bottom:4px;margin-top:28px}
+h3{font-size:16px;margin-bottom:6px}
+code{background:#f1f3f7;padding:1px 4px;border-radius:3px;font-size:90%}
+table{border-collapse:collapse;margin:6px 0 12px}td,th{border:1px solid #d7dbe3;padding:3px 8px;
+text-align:left;font-size:13px;vertical-align:top}th{background:#f1f3f7}
+pre{background:#f7f8fa;padding:8px;overflow:auto;font-size:12px}
+svg.flame{border:1px solid #d7dbe3;margin:4px 0 16px;background:#fff}
+svg.flame text{pointer-events:none;fill:#111}svg.flame rect:hover{stroke:#000;stroke-width:.7}
+.empty{color:#667}
+"""
+
+
+def report_html(snap: Snapshot, interactive: Mapping[str, str]) -> str:
+    """report.html: the summary plus inline flamegraphs; ``interactive`` maps profile name to
+    the archive path of its interactive HTML flamegraph, where one was written."""
+    names = {str(pid): (snap.processes.get(pid, {}).get("name") or "") for pid in snap.processes}
+    flames: List[doc.Block] = [doc.Heading(2, "Flamegraphs")]
+    for name, prof in snap.profile.profiles.items():
+        title, unit = PROFILE_TITLES.get(name, (name, ""))
+        unit = unit or str(prof.sample_types[0].unit)
+        flames.append(doc.Heading(3, title))
+        if name in interactive:
+            flames.append(
+                doc.RawHtml(
+                    f'<p><a href="{html.escape(interactive[name])}">interactive flamegraph</a> · '
+                    f"pprof: <code>profiles/{html.escape(name)}.pb.gz</code></p>"
+                )
+            )
+        flames.append(doc.RawHtml(svgflame.render(prof, title, 0, unit, names)))
+    if len(flames) == 1:
+        flames.append(doc.Para("No profile was collected."))
+    all_blocks = blocks(snap)
+    # Flamegraphs right after the findings, before the reference tables.
+    idx = next(
+        (
+            i
+            for i, b in enumerate(all_blocks)
+            if isinstance(b, doc.Heading) and b.level == 2 and b.text != "Findings"
+        ),
+        len(all_blocks),
+    )
+    body = doc.to_html_body(all_blocks[:idx] + flames + all_blocks[idx:])
+    title = html.escape(f"hostprof snapshot — {snap.host.get('hostname', '?')}")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{title}</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n"
+    )
+
+
+def _dump_text(dump: ProcessDump, title: str) -> List[str]:
+    lines = [f"{title} (pid {dump.pid}, {_when(dump.taken_ns)}, read by {dump.source})"]
+    for t in dump.threads:
+        flags = []
+        if t.holds_gil:
+            flags.append("has GIL")
+        if t.in_gc:
+            flags.append("IN GC")
+        if t.os_state:
+            flags.append(t.os_state + (f" in {t.syscall}" if t.syscall else ""))
+        lines.append(f'  Thread {t.tid} "{t.name}" [{", ".join(flags)}]')
+        for fr in reversed(t.frames):
+            loc = f"{fr.file}:{fr.line}" if fr.file else ""
+            lines.append(f"    {fr.function} ({loc})" if loc else f"    {fr.function}")
+            for k, v in (fr.locals or {}).items():
+                lines.append(f"        {k} = {v}")
+        if t.native:
+            lines.append("    -- native/kernel (heaviest eBPF CPU stack of this thread) --")
+            lines.extend(f"    {fr.function} [{fr.kind}]" for fr in reversed(t.native))
+    return lines
+
+
+def stacks_txt(snap: Snapshot) -> str:
+    """stacks.txt: both dumps of every process, innermost frame first (like py-spy dump)."""
+    out: List[str] = []
+    for pid in sorted(snap.stacks):
+        ps = snap.stacks[pid]
+        out.append(f"=== pid {pid}: {_proc_name(snap, pid)}")
+        for err in ps.errors:
+            out.append(f"  ! {err}")
+        for i, dump in enumerate(ps.dumps):
+            if dump is not None:
+                out.extend(_dump_text(dump, f"-- dump {i + 1}"))
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def snapshot_json(snap: Snapshot, files: Mapping[str, str]) -> Dict[str, Any]:
+    """Everything, machine-readable."""
+    try:
+        from importlib.metadata import version
+
+        hp_version = version("hostprof")
+    except Exception:
+        hp_version = "unknown"
+    targets = []
+    for t in snap.targets:
+        ps = snap.stacks.get(t.pid)
+        targets.append(
+            {
+                "pid": t.pid,
+                "name": t.name,
+                "is_python": t.is_python,
+                **snap.statuses.get(t.pid, {}),
+                "facts": snap.processes.get(t.pid, {}),
+                "stacks": ps.to_json() if ps else None,
+                "profile_error": snap.profile.target_errors.get(t.pid),
+            }
+        )
+    profiles = {}
+    for name, prof in snap.profile.profiles.items():
+        profiles[name] = {
+            "source": snap.profile.sources.get(name),
+            "sample_types": [str(s) for s in prof.sample_types],
+            "totals": list(prof.totals()),
+            "rows": len(prof),
+            "stats": snap.profile.stats.get(name, {}),
+        }
+    return {
+        "version": SNAPSHOT_VERSION,
+        "kind": "hostprof-snapshot",
+        "hostprof_version": hp_version,
+        "started": _when(snap.started_ns),
+        "started_ns": snap.started_ns,
+        "elapsed_seconds": round(snap.elapsed_s, 3),
+        "partial": snap.partial,
+        "partial_reasons": snap.partial_reasons(),
+        "options": {
+            "profile_seconds": snap.options.profile_seconds,
+            "locals": snap.options.with_locals,
+            "rate_hz": snap.options.rate,
+            "collectors": list(snap.options.collectors),
+        },
+        "readers": snap.readers_used,
+        "unavailable": dict(snap.unavailable),
+        "redactions": snap.redactor.count,
+        "findings": snap.findings,
+        "profile": {
+            "start_ns": snap.profile.start_ns,
+            "duration_ns": snap.profile.duration_ns,
+            "profiles": profiles,
+            "unavailable": snap.profile.unavailable,
+            "failed": snap.profile.failed,
+        },
+        "files": dict(files),
+        "host": snap.host,
+        "targets": targets,
+    }
+
+
+def dumps_json(data: Mapping[str, Any]) -> str:
+    """snapshot.json text (stable key order, compact enough to stay small)."""
+    return json.dumps(data, indent=1, sort_keys=False, default=str) + "\n"

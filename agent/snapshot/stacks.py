@@ -1,0 +1,225 @@
+"""Two all-thread dumps of every target, one interval apart, and what did not move between them.
+
+A thread whose Python stack is identical in both dumps is *stuck*. The OS state tells why:
+blocked in ``futex`` with no CPU used is waiting on a lock (two or more such threads in one
+process is a likely deadlock); CPU ticks rising means it spins in the same place; a sleep or
+I/O syscall means it waits on time or the outside world.
+
+Dumps of all processes run in parallel (a thread pool), so 20 processes take about as long as
+the slowest one, and the second round starts ``interval`` seconds after the first began.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import time
+from typing import Any
+from typing import Dict
+from typing import List
+from typing import Optional
+from typing import Sequence
+from typing import Tuple
+
+from hostprof._errors import HostprofError
+from hostprof._errors import ProcessGoneError
+from hostprof.snapshot.osstate import IO_SYSCALLS
+from hostprof.snapshot.osstate import LOCK_SYSCALLS
+from hostprof.snapshot.osstate import SLEEP_SYSCALLS
+from hostprof.snapshot.readers import DumpFn
+from hostprof.snapshot.readers import read_dump
+from hostprof.snapshot.records import FrameRecord
+from hostprof.snapshot.records import ProcessDump
+from hostprof.snapshot.records import ThreadRecord
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+"""Kernel clock ticks per second (the unit of /proc CPU times)."""
+
+LOCK_WAIT = "waiting on a lock"
+BUSY = "busy in the same place"
+SLEEPING = "sleeping"
+IO_WAIT = "waiting for I/O"
+BLOCKED = "blocked"
+
+REASON_ORDER = {LOCK_WAIT: 0, BUSY: 1, IO_WAIT: 2, BLOCKED: 3, SLEEPING: 4}
+"""How alarming each kind of stuck thread is, most first (the summary's order)."""
+
+
+@dataclasses.dataclass
+class StuckThread:
+    """A thread whose Python stack did not change between the two dumps."""
+
+    pid: int
+    """Process id."""
+    tid: int
+    """OS thread id."""
+    name: str
+    """Thread name."""
+    reason: str
+    """One of LOCK_WAIT, BUSY, IO_WAIT, SLEEPING, BLOCKED."""
+    frames: List[FrameRecord]
+    """The unchanged stack, root first."""
+    syscall: Optional[str]
+    """The syscall it sat in during the second dump."""
+    cpu_seconds: Optional[float]
+    """CPU time it used between the dumps."""
+    holds_gil: Optional[bool]
+    """GIL held in both dumps."""
+
+    @property
+    def leaf(self) -> Optional[FrameRecord]:
+        """The innermost Python frame: the function that blocks (e.g. acquires the lock)."""
+        py = [f for f in self.frames if f.kind == "python"]
+        return py[-1] if py else (self.frames[-1] if self.frames else None)
+
+    def to_json(self) -> Dict[str, Any]:
+        """Plain dict for snapshot.json."""
+        leaf = self.leaf
+        return {
+            "pid": self.pid,
+            "tid": self.tid,
+            "name": self.name,
+            "reason": self.reason,
+            "function": leaf.function if leaf else "",
+            "file": leaf.file if leaf else "",
+            "line": leaf.line if leaf else 0,
+            "syscall": self.syscall,
+            "cpu_seconds": self.cpu_seconds,
+            "holds_gil": self.holds_gil,
+            "frames": [f.to_json() for f in self.frames],
+        }
+
+
+@dataclasses.dataclass
+class ProcessStacks:
+    """Both dumps of one process, and the findings from comparing them."""
+
+    pid: int
+    """Process id."""
+    dumps: List[Optional[ProcessDump]] = dataclasses.field(default_factory=lambda: [None, None])
+    """First and second dump (None where it failed)."""
+    errors: List[str] = dataclasses.field(default_factory=list)
+    """Why a dump failed (one line each)."""
+    exited: bool = False
+    """The process exited during the snapshot."""
+    stuck: List[StuckThread] = dataclasses.field(default_factory=list)
+    """Threads unchanged in both dumps, most alarming first."""
+
+    @property
+    def partial(self) -> bool:
+        """Whether either dump is missing."""
+        return any(d is None for d in self.dumps)
+
+    @property
+    def deadlock_suspects(self) -> List[StuckThread]:
+        """Threads waiting on a lock in both dumps, when two or more do (a likely deadlock)."""
+        waiting = [s for s in self.stuck if s.reason == LOCK_WAIT]
+        return waiting if len(waiting) >= 2 else []
+
+    def latest(self) -> Optional[ProcessDump]:
+        """The second dump, else the first."""
+        return self.dumps[1] or self.dumps[0]
+
+    def to_json(self) -> Dict[str, Any]:
+        """Plain dict for snapshot.json."""
+        return {
+            "pid": self.pid,
+            "errors": self.errors,
+            "exited": self.exited,
+            "dumps": [d.to_json() if d else None for d in self.dumps],
+            "stuck": [s.to_json() for s in self.stuck],
+            "deadlock_suspects": [s.tid for s in self.deadlock_suspects],
+        }
+
+
+def classify(
+    first: ThreadRecord, second: ThreadRecord, interval: float
+) -> Tuple[str, Optional[float]]:
+    """Why a thread with the same stack in both dumps did not move: (reason, CPU seconds)."""
+    cpu = None
+    if first.cpu_ticks is not None and second.cpu_ticks is not None:
+        cpu = max(0, second.cpu_ticks - first.cpu_ticks) / CLOCK_TICKS
+    if cpu is not None and cpu >= 0.3 * interval:
+        return BUSY, cpu
+    if second.os_state == "running" and first.os_state == "running":
+        return BUSY, cpu
+    sc = second.syscall
+    if sc in LOCK_SYSCALLS:
+        return LOCK_WAIT, cpu
+    if sc in SLEEP_SYSCALLS:
+        return SLEEPING, cpu
+    if sc in IO_SYSCALLS or second.os_state == "disk-wait":
+        return IO_WAIT, cpu
+    return BLOCKED, cpu
+
+
+def compare(first: ProcessDump, second: ProcessDump, interval: float) -> List[StuckThread]:
+    """Threads whose Python stack is the same, non-empty, in both dumps."""
+    out = []
+    for t2 in second.threads:
+        t1 = first.thread(t2.tid)
+        if t1 is None or not t2.frames or t1.stack_key() != t2.stack_key():
+            continue
+        reason, cpu = classify(t1, t2, interval)
+        gil = bool(t1.holds_gil and t2.holds_gil) if t2.holds_gil is not None else None
+        out.append(
+            StuckThread(
+                pid=second.pid,
+                tid=t2.tid,
+                name=t2.name,
+                reason=reason,
+                frames=t2.frames,
+                syscall=t2.syscall,
+                cpu_seconds=cpu,
+                holds_gil=gil,
+            )
+        )
+    out.sort(key=lambda s: (REASON_ORDER.get(s.reason, 9), s.tid))
+    return out
+
+
+def _one(
+    pid: int, with_locals: bool, chain: List[Tuple[str, DumpFn]]
+) -> Tuple[Optional[ProcessDump], str, bool]:
+    try:
+        return read_dump(pid, with_locals, chain), "", False
+    except ProcessGoneError as exc:
+        return None, exc.message, True
+    except HostprofError as exc:
+        gone = not os.path.exists(f"/proc/{pid}")
+        return None, ("process exited" if gone else exc.message), gone
+    except Exception as exc:  # a reader bug must not cost the other targets
+        return None, f"internal error reading stacks: {type(exc).__name__}: {exc}", False
+
+
+def take_dumps(
+    pids: Sequence[int],
+    with_locals: bool,
+    chain: List[Tuple[str, DumpFn]],
+    pool: concurrent.futures.Executor,
+    interval: float = 1.0,
+) -> Dict[int, ProcessStacks]:
+    """Dumps every pid twice, ``interval`` seconds apart, in parallel; compares the dumps."""
+    results = {pid: ProcessStacks(pid) for pid in pids}
+    for round_no in (0, 1):
+        started = time.monotonic()
+        todo = [pid for pid in pids if not results[pid].exited]
+        futures = {pool.submit(_one, pid, with_locals, chain): pid for pid in todo}
+        for fut in concurrent.futures.as_completed(futures):
+            pid = futures[fut]
+            dump, error, gone = fut.result()
+            res = results[pid]
+            res.dumps[round_no] = dump
+            if error:
+                res.errors.append(f"dump {round_no + 1}: {error}")
+            res.exited = res.exited or gone
+        if round_no == 0:
+            # The second round starts one interval after the first one started.
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    for res in results.values():
+        first, second = res.dumps
+        if first is not None and second is not None:
+            gap = (second.taken_ns - first.taken_ns) / 1e9 or interval
+            res.stuck = compare(first, second, gap)
+    return results
