@@ -1,0 +1,274 @@
+# distutils: sources = native/pyreader.c
+"""Thin wrapper over pyreader.c: a remote CPython stack reader. Algorithms live in the C file.
+
+One :class:`Reader` owns one ``hp_reader`` (freed in ``__dealloc__``/``close``). The sampling
+loop runs in C with the GIL released; :meth:`Reader.drain` swaps its output out under the
+reader's lock and returns numpy columns.
+"""
+
+from libc.stdint cimport int64_t
+from libc.stdint cimport uint64_t
+from libc.stdlib cimport free
+from libc.stdlib cimport malloc
+from libc.string cimport memcpy
+
+from pyreader cimport HP_ERR_GONE
+from pyreader cimport HP_ERR_NOMEM
+from pyreader cimport HP_ERR_PERM
+from pyreader cimport HP_ERR_READ
+from pyreader cimport HP_GC_KEY
+from pyreader cimport hp_buf_clear
+from pyreader cimport hp_buf_free
+from pyreader cimport hp_buf_init
+from pyreader cimport hp_code
+from pyreader cimport hp_monotonic_ns
+from pyreader cimport hp_offsets_clear
+from pyreader cimport hp_offsets_set
+from pyreader cimport hp_py_offsets
+from pyreader cimport hp_read
+from pyreader cimport hp_reader
+from pyreader cimport hp_reader_free
+from pyreader cimport hp_reader_init
+from pyreader cimport hp_reader_lock
+from pyreader cimport hp_reader_unlock
+from pyreader cimport hp_sample
+from pyreader cimport hp_sample_buf
+from pyreader cimport hp_sample_loop
+from pyreader cimport hp_sample_once
+
+import numpy as np
+
+GC_KEY = HP_GC_KEY
+"""Frame key of the synthetic ``<gc>`` leaf frame."""
+
+ERR_GONE = HP_ERR_GONE
+ERR_PERM = HP_ERR_PERM
+ERR_READ = HP_ERR_READ
+ERR_NOMEM = HP_ERR_NOMEM
+
+
+class ReadError(OSError):
+    """A read of the target failed; ``code`` is one of the ERR_* constants."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+cdef _raise(int rc, str what):
+    if rc == HP_ERR_GONE:
+        raise ReadError(rc, f"{what}: the process exited")
+    if rc == HP_ERR_PERM:
+        raise ReadError(rc, f"{what}: permission denied")
+    if rc == HP_ERR_NOMEM:
+        raise MemoryError(what)
+    raise ReadError(rc, f"{what}: cannot read the interpreter state")
+
+
+cdef object _columns(hp_sample_buf *b):
+    """Copies a sample buffer into numpy columns (called with the reader's lock held)."""
+    cdef Py_ssize_t n = b.n_samples
+    cdef Py_ssize_t nf = b.n_frames
+    tid = np.empty(n, dtype=np.int32)
+    flags = np.empty(n, dtype=np.uint8)
+    ts = np.empty(n, dtype=np.int64)
+    tstate = np.empty(n, dtype=np.uint64)
+    thread_id = np.empty(n, dtype=np.uint64)
+    state = np.empty(n, dtype=np.uint8)
+    offsets = np.empty(n + 1, dtype=np.int64)
+    keys = np.empty(nf, dtype=np.uint64)
+    cdef int[::1] tid_v = tid
+    cdef unsigned char[::1] flags_v = flags
+    cdef long long[::1] ts_v = ts
+    cdef unsigned long long[::1] tstate_v = tstate
+    cdef unsigned long long[::1] thread_v = thread_id
+    cdef unsigned char[::1] state_v = state
+    cdef long long[::1] off_v = offsets
+    cdef unsigned long long[::1] keys_v = keys
+    cdef Py_ssize_t i
+    cdef hp_sample *s
+    for i in range(n):
+        s = &b.samples[i]
+        tid_v[i] = s.tid
+        flags_v[i] = s.flags
+        ts_v[i] = s.timestamp_ns
+        tstate_v[i] = s.tstate
+        thread_v[i] = s.thread_id
+        state_v[i] = <unsigned char>s.os_state
+        off_v[i] = <long long>s.frames_start
+    off_v[n] = nf
+    if nf:
+        memcpy(&keys_v[0], b.frames, nf * sizeof(uint64_t))
+    return {
+        "tid": tid, "flags": flags, "timestamp_ns": ts, "tstate": tstate,
+        "thread_id": thread_id, "os_state": state, "offsets": offsets, "keys": keys,
+    }
+
+
+cdef class Reader:
+    """Reads Python stacks of process ``pid`` whose ``_PyRuntime`` is at ``runtime_addr``.
+
+    Args:
+        pid: target process id.
+        runtime_addr: runtime address of ``_PyRuntime``.
+        offsets: field name -> value for ``hp_py_offsets`` (see pyreader.h).
+        max_depth: deepest stack kept; deeper chains are treated as torn.
+    """
+
+    cdef hp_reader *_r
+    cdef bint _running
+
+    def __cinit__(self, int pid, uint64_t runtime_addr, dict offsets, int max_depth=4096):
+        cdef hp_py_offsets off
+        hp_offsets_clear(&off)
+        for name, value in offsets.items():
+            if hp_offsets_set(&off, name.encode(), <int64_t>value) != 0:
+                raise KeyError(f"unknown offsets field {name!r}")
+        self._r = <hp_reader *>malloc(sizeof(hp_reader))
+        if self._r == NULL:
+            raise MemoryError()
+        cdef int rc = hp_reader_init(self._r, pid, runtime_addr, &off, max_depth)
+        if rc != 0:
+            hp_reader_free(self._r)
+            free(self._r)
+            self._r = NULL
+            _raise(rc, f"attaching to pid {pid}")
+
+    def __dealloc__(self):
+        self.close()
+
+    def close(self):
+        """Frees the reader. Must not be called while :meth:`run` is running."""
+        if self._r != NULL and not self._running:
+            hp_reader_free(self._r)
+            free(self._r)
+            self._r = NULL
+
+    cdef hp_reader *_get(self) except NULL:
+        if self._r == NULL:
+            raise ValueError("reader is closed")
+        return self._r
+
+    @property
+    def interp_addr(self):
+        """Address of the main interpreter state."""
+        return self._get().interp_addr
+
+    @property
+    def read_os_state(self):
+        """Whether samples read the OS thread state (for the idle flag)."""
+        return bool(self._get().read_os_state)
+
+    @read_os_state.setter
+    def read_os_state(self, value):
+        self._get().read_os_state = 1 if value else 0
+
+    def read(self, uint64_t addr, Py_ssize_t size):
+        """Reads ``size`` bytes of target memory at ``addr`` (no caching)."""
+        cdef hp_reader *r = self._get()
+        buf = bytearray(size)
+        cdef unsigned char[::1] view = buf
+        cdef int rc
+        if size == 0:
+            return b""
+        with nogil:
+            rc = hp_read(r, addr, &view[0], size)
+        if rc != 0:
+            _raise(rc, f"reading {size} bytes at {addr:#x}")
+        return bytes(buf)
+
+    def sample(self):
+        """Takes one sample of every thread now; returns the same columns as :meth:`drain`."""
+        cdef hp_reader *r = self._get()
+        cdef hp_sample_buf buf
+        cdef int rc
+        hp_buf_init(&buf)
+        try:
+            with nogil:
+                hp_reader_lock(r)
+                rc = hp_sample_once(r, &buf, hp_monotonic_ns())
+                hp_reader_unlock(r)
+            if rc < 0:
+                _raise(rc, f"sampling pid {r.pid}")
+            return _columns(&buf)
+        finally:
+            hp_buf_free(&buf)
+
+    def run(self, int64_t interval_ns):
+        """Samples every ``interval_ns`` until :meth:`stop` (GIL released the whole time).
+
+        Returns 0 when stopped, or an ERR_* code when the target exited or became unreadable.
+        """
+        cdef hp_reader *r = self._get()
+        cdef int rc
+        r.stop = 0
+        self._running = True
+        try:
+            with nogil:
+                rc = hp_sample_loop(r, interval_ns)
+        finally:
+            self._running = False
+        return rc
+
+    def stop(self):
+        """Asks :meth:`run` to return after the current sample."""
+        if self._r != NULL:
+            self._r.stop = 1
+
+    def drain(self):
+        """Returns and clears the samples :meth:`run` collected, as numpy columns:
+        tid, flags, timestamp_ns, tstate, thread_id, os_state (ASCII code), offsets (n + 1)
+        and keys (frame keys: code id << 32 | line, root first)."""
+        cdef hp_reader *r = self._get()
+        with nogil:
+            hp_reader_lock(r)
+        try:
+            cols = _columns(&r.out)
+            hp_buf_clear(&r.out)
+        finally:
+            hp_reader_unlock(r)
+        return cols
+
+    def code(self, Py_ssize_t index):
+        """(name, qualname, filename, firstlineno) of cached code object ``index``."""
+        cdef hp_reader *r = self._get()
+        cdef hp_code *c
+        with nogil:
+            hp_reader_lock(r)
+        try:
+            if index < 0 or index >= r.n_codes:
+                raise IndexError(index)
+            c = &r.codes[index]
+            return (
+                c.name.decode("utf-8", "replace"),
+                c.qualname.decode("utf-8", "replace"),
+                c.filename.decode("utf-8", "replace"),
+                c.firstlineno,
+            )
+        finally:
+            hp_reader_unlock(r)
+
+    @property
+    def n_codes(self):
+        """Number of code objects cached so far."""
+        return self._get().n_codes
+
+    def stats(self):
+        """Counters: ticks, samples, torn_retries, torn_dropped, late, reads, errors, busy_ns."""
+        cdef hp_reader *r = self._get()
+        with nogil:
+            hp_reader_lock(r)
+        try:
+            s = r.stats
+            return {
+                "ticks": s.ticks, "samples": s.samples, "torn_retries": s.torn_retries,
+                "torn_dropped": s.torn_dropped, "late": s.late, "reads": s.reads,
+                "errors": s.errors, "busy_ns": s.busy_ns,
+            }
+        finally:
+            hp_reader_unlock(r)
+
+    @property
+    def last_error(self):
+        """The error code that ended the last :meth:`run` (0 if it was stopped)."""
+        return self._get().last_error

@@ -1,0 +1,748 @@
+/* pyreader: see pyreader.h. */
+#include "pyreader.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096ULL
+#define MAX_STR 4096
+#define MAX_LINETABLE (1u << 20)
+#define MAX_THREADS 4096
+
+int64_t hp_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------------- offsets */
+
+#define F(name) {#name, offsetof(hp_py_offsets, name)}
+static const struct {
+    const char *name;
+    size_t at;
+} OFFSET_FIELDS[] = {
+    F(version_hex),
+    F(rt_interp_head),
+    F(rt_gil_holder),
+    F(rt_gil_locked),
+    F(interp_gil_holder),
+    F(interp_gil_locked),
+    F(interp_gil_ptr),
+    F(gil_holder),
+    F(gil_locked),
+    F(interp_threads_head),
+    F(interp_gc_collecting),
+    F(ts_next),
+    F(ts_thread_id),
+    F(ts_native_thread_id),
+    F(ts_frame),
+    F(ts_cframe),
+    F(cframe_current_frame),
+    F(pthread_tid),
+    F(frames_kind),
+    F(fr_previous),
+    F(fr_code),
+    F(fr_instr),
+    F(fr_owner),
+    F(owner_skip_min),
+    F(ob_type),
+    F(code_name),
+    F(code_qualname),
+    F(code_filename),
+    F(code_firstlineno),
+    F(code_linetable),
+    F(code_adaptive),
+    F(lines_kind),
+    F(unicode_state),
+    F(unicode_length),
+    F(unicode_ascii_size),
+    F(unicode_compact_size),
+    F(unicode_kind_shift),
+    F(bytes_size),
+    F(bytes_sval),
+    F(code_type_addr),
+    F(executable_mask),
+};
+#undef F
+
+int hp_offsets_set(hp_py_offsets *o, const char *name, int64_t value) {
+    for (size_t i = 0; i < sizeof OFFSET_FIELDS / sizeof OFFSET_FIELDS[0]; i++) {
+        if (strcmp(OFFSET_FIELDS[i].name, name) == 0) {
+            memcpy((char *)o + OFFSET_FIELDS[i].at, &value, sizeof value);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+void hp_offsets_clear(hp_py_offsets *o) {
+    for (size_t i = 0; i < sizeof OFFSET_FIELDS / sizeof OFFSET_FIELDS[0]; i++) {
+        int64_t v = -1;
+        memcpy((char *)o + OFFSET_FIELDS[i].at, &v, sizeof v);
+    }
+    o->code_type_addr = 0;
+    o->executable_mask = ~0ULL;
+}
+
+void hp_reader_lock(hp_reader *r) { pthread_mutex_lock(&r->lock); }
+void hp_reader_unlock(hp_reader *r) { pthread_mutex_unlock(&r->lock); }
+
+/* ------------------------------------------------------------------------- raw reads */
+
+static int errno_to_hp(int e) {
+    if (e == ESRCH) return HP_ERR_GONE;
+    if (e == EPERM || e == EACCES) return HP_ERR_PERM;
+    return HP_ERR_READ;
+}
+
+int hp_read(hp_reader *r, uint64_t addr, void *buf, size_t n) {
+    struct iovec local = {buf, n};
+    struct iovec remote = {(void *)(uintptr_t)addr, n};
+    if (addr == 0) return HP_ERR_READ;
+    r->stats.reads++;
+    ssize_t got = process_vm_readv(r->pid, &local, 1, &remote, 1, 0);
+    if (got == (ssize_t)n) return HP_OK;
+    if (got < 0) return errno_to_hp(errno);
+    return HP_ERR_READ;
+}
+
+/* Reads through the per-instant page cache: page-aligned 4 KiB reads never straddle a
+ * mapping boundary, and neighbouring frames share pages. */
+static int cread(hp_reader *r, uint64_t addr, void *buf, size_t n) {
+    uint8_t *dst = buf;
+    if (addr == 0) return HP_ERR_READ;
+    while (n > 0) {
+        uint64_t page = addr & ~(PAGE - 1);
+        uint32_t slot = (uint32_t)((page >> 12) * 0x9E3779B1u) % HP_PAGE_SLOTS;
+        uint8_t *p = r->pages + (size_t)slot * PAGE;
+        if (r->page_gen[slot] != r->gen || r->page_addr[slot] != page) {
+            int rc = hp_read(r, page, p, PAGE);
+            if (rc != HP_OK) return rc;
+            r->page_addr[slot] = page;
+            r->page_gen[slot] = r->gen;
+        }
+        size_t off = (size_t)(addr - page);
+        size_t take = PAGE - off < n ? PAGE - off : n;
+        memcpy(dst, p + off, take);
+        dst += take;
+        addr += take;
+        n -= take;
+    }
+    return HP_OK;
+}
+
+static int cread_ptr(hp_reader *r, uint64_t addr, uint64_t *out) {
+    return cread(r, addr, out, sizeof *out);
+}
+
+static int cread_i32(hp_reader *r, uint64_t addr, int32_t *out) {
+    return cread(r, addr, out, sizeof *out);
+}
+
+/* ------------------------------------------------------------------------ buffers */
+
+void hp_buf_init(hp_sample_buf *b) { memset(b, 0, sizeof *b); }
+
+void hp_buf_free(hp_sample_buf *b) {
+    free(b->samples);
+    free(b->frames);
+    memset(b, 0, sizeof *b);
+}
+
+void hp_buf_clear(hp_sample_buf *b) {
+    b->n_samples = 0;
+    b->n_frames = 0;
+}
+
+static int buf_reserve(hp_sample_buf *b, uint64_t samples, uint64_t frames) {
+    if (b->n_samples + samples > b->cap_samples) {
+        uint64_t cap = b->cap_samples ? b->cap_samples * 2 : 256;
+        while (cap < b->n_samples + samples) cap *= 2;
+        hp_sample *s = realloc(b->samples, cap * sizeof *s);
+        if (!s) return HP_ERR_NOMEM;
+        b->samples = s;
+        b->cap_samples = cap;
+    }
+    if (b->n_frames + frames > b->cap_frames) {
+        uint64_t cap = b->cap_frames ? b->cap_frames * 2 : 4096;
+        while (cap < b->n_frames + frames) cap *= 2;
+        uint64_t *f = realloc(b->frames, cap * sizeof *f);
+        if (!f) return HP_ERR_NOMEM;
+        b->frames = f;
+        b->cap_frames = cap;
+    }
+    return HP_OK;
+}
+
+/* ------------------------------------------------------------------------ strings */
+
+static char *dup_str(const char *s) {
+    char *d = strdup(s ? s : "");
+    return d;
+}
+
+/* Appends the UTF-8 encoding of code point cp. */
+static size_t put_utf8(char *out, uint32_t cp) {
+    if (cp < 0x80) { out[0] = (char)cp; return 1; }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Reads a compact str object into a malloc'd UTF-8 string; NULL on failure. */
+static char *read_unicode(hp_reader *r, uint64_t addr) {
+    const hp_py_offsets *o = &r->off;
+    uint32_t state = 0;
+    int64_t length = 0;
+    if (!addr) return NULL;
+    if (cread(r, addr + o->unicode_state, &state, 4) != HP_OK) return NULL;
+    if (cread(r, addr + o->unicode_length, &length, 8) != HP_OK) return NULL;
+    if (length < 0 || length > MAX_STR) return NULL;
+    unsigned kind = (state >> o->unicode_kind_shift) & 7;
+    unsigned compact = (state >> (o->unicode_kind_shift + 3)) & 1;
+    unsigned ascii = (state >> (o->unicode_kind_shift + 4)) & 1;
+    if (!compact || (kind != 1 && kind != 2 && kind != 4)) return NULL;
+    uint64_t data = addr + (ascii ? o->unicode_ascii_size : o->unicode_compact_size);
+    size_t nbytes = (size_t)length * kind;
+    uint8_t *raw = malloc(nbytes + 1);
+    char *out = malloc((size_t)length * 4 + 1);
+    if (!raw || !out) { free(raw); free(out); return NULL; }
+    if (nbytes && cread(r, data, raw, nbytes) != HP_OK) { free(raw); free(out); return NULL; }
+    size_t w = 0;
+    for (int64_t i = 0; i < length; i++) {
+        uint32_t cp;
+        if (kind == 1) cp = raw[i];
+        else if (kind == 2) cp = ((uint16_t *)raw)[i];
+        else cp = ((uint32_t *)raw)[i];
+        if (cp > 0x10FFFF) cp = 0xFFFD;
+        w += put_utf8(out + w, cp);
+    }
+    out[w] = 0;
+    free(raw);
+    return out;
+}
+
+/* ------------------------------------------------------------------------ code cache */
+
+static uint64_t mix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static int code_slots_grow(hp_reader *r) {
+    uint32_t cap = r->code_slots_cap ? r->code_slots_cap * 2 : 1024;
+    uint32_t *slots = calloc(cap, sizeof *slots);
+    if (!slots) return HP_ERR_NOMEM;
+    for (uint32_t i = 0; i < r->n_codes; i++) {
+        uint32_t h = (uint32_t)mix64(r->codes[i].addr) & (cap - 1);
+        while (slots[h]) h = (h + 1) & (cap - 1);
+        slots[h] = i + 1;
+    }
+    free(r->code_slots);
+    r->code_slots = slots;
+    r->code_slots_cap = cap;
+    return HP_OK;
+}
+
+static void code_free(hp_code *c) {
+    free(c->name);
+    free(c->qualname);
+    free(c->filename);
+    free(c->linetable);
+}
+
+/* Returns the cache index of the code object at addr, loading it if new; -1 if it is not a
+ * readable code object (torn or not code), HP_ERR_NOMEM on allocation failure. */
+static int64_t code_lookup(hp_reader *r, uint64_t addr) {
+    const hp_py_offsets *o = &r->off;
+    if (r->code_slots_cap) {
+        uint32_t h = (uint32_t)mix64(addr) & (r->code_slots_cap - 1);
+        while (r->code_slots[h]) {
+            uint32_t idx = r->code_slots[h] - 1;
+            if (r->codes[idx].addr == addr) return idx;
+            h = (h + 1) & (r->code_slots_cap - 1);
+        }
+    }
+    if (o->code_type_addr) {
+        uint64_t type = 0;
+        if (cread_ptr(r, addr + o->ob_type, &type) != HP_OK || type != o->code_type_addr)
+            return -1;
+    }
+    hp_code c;
+    memset(&c, 0, sizeof c);
+    c.addr = addr;
+    uint64_t p_name = 0, p_qual = 0, p_file = 0, p_lines = 0;
+    if (cread_ptr(r, addr + o->code_name, &p_name) != HP_OK) return -1;
+    if (o->code_qualname >= 0 && cread_ptr(r, addr + o->code_qualname, &p_qual) != HP_OK)
+        return -1;
+    if (cread_ptr(r, addr + o->code_filename, &p_file) != HP_OK) return -1;
+    if (cread_ptr(r, addr + o->code_linetable, &p_lines) != HP_OK) return -1;
+    if (cread_i32(r, addr + o->code_firstlineno, &c.firstlineno) != HP_OK) return -1;
+    c.name = read_unicode(r, p_name);
+    c.qualname = p_qual ? read_unicode(r, p_qual) : NULL;
+    c.filename = read_unicode(r, p_file);
+    if (!c.name || !c.filename) { code_free(&c); return -1; }
+    if (!c.qualname) c.qualname = dup_str(c.name);
+    int64_t len = 0;
+    if (p_lines && cread(r, p_lines + o->bytes_size, &len, 8) == HP_OK && len > 0 &&
+        len <= MAX_LINETABLE) {
+        c.linetable = malloc((size_t)len);
+        if (c.linetable && cread(r, p_lines + o->bytes_sval, c.linetable, (size_t)len) == HP_OK)
+            c.linetable_len = (uint32_t)len;
+        else { free(c.linetable); c.linetable = NULL; }
+    }
+    if (r->n_codes == r->cap_codes) {
+        uint32_t cap = r->cap_codes ? r->cap_codes * 2 : 256;
+        hp_code *codes = realloc(r->codes, cap * sizeof *codes);
+        if (!codes) { code_free(&c); return HP_ERR_NOMEM; }
+        r->codes = codes;
+        r->cap_codes = cap;
+    }
+    if ((r->n_codes + 1) * 2 > r->code_slots_cap && code_slots_grow(r) != HP_OK) {
+        code_free(&c);
+        return HP_ERR_NOMEM;
+    }
+    uint32_t idx = r->n_codes++;
+    r->codes[idx] = c;
+    uint32_t h = (uint32_t)mix64(addr) & (r->code_slots_cap - 1);
+    while (r->code_slots[h]) h = (h + 1) & (r->code_slots_cap - 1);
+    r->code_slots[h] = idx + 1;
+    return idx;
+}
+
+/* ------------------------------------------------------------------------ line tables */
+
+static int read_varint(const uint8_t *t, uint32_t n, uint32_t *i, uint32_t *out) {
+    uint32_t v = 0, shift = 0;
+    while (*i < n) {
+        uint8_t b = t[(*i)++];
+        v |= (uint32_t)(b & 63) << shift;
+        shift += 6;
+        if (!(b & 64)) { *out = v; return 1; }
+        if (shift > 30) return 0;
+    }
+    return 0;
+}
+
+static int read_svarint(const uint8_t *t, uint32_t n, uint32_t *i, int32_t *out) {
+    uint32_t u;
+    if (!read_varint(t, n, i, &u)) return 0;
+    *out = (u & 1) ? -(int32_t)(u >> 1) : (int32_t)(u >> 1);
+    return 1;
+}
+
+/* 3.11+ location table: entries cover (length) code units each; see CPython's
+ * Objects/locations.md. byte_offset is from the first instruction. */
+static int32_t line_locations(const hp_code *c, int64_t byte_offset) {
+    const uint8_t *t = c->linetable;
+    uint32_t n = c->linetable_len, i = 0;
+    int64_t addr = 0, target = byte_offset / 2;
+    int32_t line = c->firstlineno;
+    while (i < n) {
+        uint8_t first = t[i++];
+        if (!(first & 0x80)) break;  /* not an entry start: corrupt */
+        int code = (first >> 3) & 15;
+        int64_t len = (first & 7) + 1;
+        int32_t this_line = line, delta = 0;
+        uint32_t skip;
+        int has_line = 1;
+        switch (code) {
+            case 15: has_line = 0; break;
+            case 14:
+                if (!read_svarint(t, n, &i, &delta)) return line;
+                line += delta;
+                this_line = line;
+                if (!read_varint(t, n, &i, &skip)) return line;
+                if (!read_varint(t, n, &i, &skip)) return line;
+                if (!read_varint(t, n, &i, &skip)) return line;
+                break;
+            case 13:
+                if (!read_svarint(t, n, &i, &delta)) return line;
+                line += delta;
+                this_line = line;
+                break;
+            case 10: case 11: case 12:
+                line += code - 10;
+                this_line = line;
+                i += 2;
+                break;
+            default:
+                i += 1;
+                this_line = line;
+                break;
+        }
+        if (target >= addr && target < addr + len) return has_line ? this_line : line;
+        addr += len;
+    }
+    return line;
+}
+
+/* 3.9 co_lnotab: (address increment, signed line increment) byte pairs. */
+static int32_t line_lnotab(const hp_code *c, int64_t byte_offset) {
+    int32_t line = c->firstlineno;
+    int64_t addr = 0;
+    for (uint32_t i = 0; i + 1 < c->linetable_len; i += 2) {
+        addr += c->linetable[i];
+        if (addr > byte_offset) break;
+        line += (int8_t)c->linetable[i + 1];
+    }
+    return line;
+}
+
+/* 3.10 co_linetable: (byte length, signed line delta or -128 for "no line") pairs. */
+static int32_t line_310(const hp_code *c, int64_t byte_offset) {
+    int32_t line = c->firstlineno, last = c->firstlineno;
+    int64_t addr = 0;
+    for (uint32_t i = 0; i + 1 < c->linetable_len; i += 2) {
+        int64_t end = addr + c->linetable[i];
+        int8_t ld = (int8_t)c->linetable[i + 1];
+        if (ld != -128) { line += ld; last = line; }
+        if (byte_offset >= addr && byte_offset < end) return last;
+        addr = end;
+    }
+    return last;
+}
+
+int32_t hp_code_line(const hp_reader *r, const hp_code *c, int64_t byte_offset) {
+    if (!c->linetable || byte_offset < 0) return c->firstlineno;
+    switch (r->off.lines_kind) {
+        case HP_LINES_LOCATIONS: return line_locations(c, byte_offset);
+        case HP_LINES_310: return line_310(c, byte_offset);
+        default: return line_lnotab(c, byte_offset);
+    }
+}
+
+static int line_cache_grow(hp_reader *r) {
+    uint32_t cap = r->line_cap ? r->line_cap * 2 : 4096;
+    uint64_t *keys = malloc(cap * sizeof *keys);
+    int32_t *vals = malloc(cap * sizeof *vals);
+    if (!keys || !vals) { free(keys); free(vals); return HP_ERR_NOMEM; }
+    memset(keys, 0xff, cap * sizeof *keys);
+    for (uint32_t i = 0; i < r->line_cap; i++) {
+        if (r->line_keys[i] == UINT64_MAX) continue;
+        uint32_t h = (uint32_t)mix64(r->line_keys[i]) & (cap - 1);
+        while (keys[h] != UINT64_MAX) h = (h + 1) & (cap - 1);
+        keys[h] = r->line_keys[i];
+        vals[h] = r->line_vals[i];
+    }
+    free(r->line_keys);
+    free(r->line_vals);
+    r->line_keys = keys;
+    r->line_vals = vals;
+    r->line_cap = cap;
+    return HP_OK;
+}
+
+/* Memoised line of (code index, byte offset). */
+static int32_t cached_line(hp_reader *r, uint32_t code_idx, int64_t byte_offset) {
+    if (byte_offset < 0 || byte_offset > 0xffffffffLL)
+        return r->codes[code_idx].firstlineno;
+    uint64_t key = ((uint64_t)code_idx << 32) | (uint64_t)byte_offset;
+    if ((r->n_lines + 1) * 2 > r->line_cap && line_cache_grow(r) != HP_OK)
+        return hp_code_line(r, &r->codes[code_idx], byte_offset);
+    uint32_t h = (uint32_t)mix64(key) & (r->line_cap - 1);
+    while (r->line_keys[h] != UINT64_MAX) {
+        if (r->line_keys[h] == key) return r->line_vals[h];
+        h = (h + 1) & (r->line_cap - 1);
+    }
+    int32_t line = hp_code_line(r, &r->codes[code_idx], byte_offset);
+    r->line_keys[h] = key;
+    r->line_vals[h] = line;
+    r->n_lines++;
+    return line;
+}
+
+/* ------------------------------------------------------------------------ OS state */
+
+static char os_state(hp_reader *r, int32_t tid) {
+    int fd = -1;
+    uint32_t i;
+    for (i = 0; i < r->n_stat; i++) {
+        if (r->stat_tids[i] == tid) { fd = r->stat_fds[i]; break; }
+    }
+    if (fd < 0) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/task/%d/stat", (int)r->pid, (int)tid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return '?';
+        if (r->n_stat == r->cap_stat) {
+            uint32_t cap = r->cap_stat ? r->cap_stat * 2 : 16;
+            int32_t *t = realloc(r->stat_tids, cap * sizeof *t);
+            if (t) r->stat_tids = t;
+            int *f = realloc(r->stat_fds, cap * sizeof *f);
+            if (f) r->stat_fds = f;
+            if (!t || !f) { close(fd); return '?'; }
+            r->cap_stat = cap;
+        }
+        r->stat_tids[r->n_stat] = tid;
+        r->stat_fds[r->n_stat] = fd;
+        i = r->n_stat++;
+    }
+    char buf[512];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) {
+        /* The thread exited: forget its fd (a new thread may reuse the tid later). */
+        close(fd);
+        r->n_stat--;
+        r->stat_tids[i] = r->stat_tids[r->n_stat];
+        r->stat_fds[i] = r->stat_fds[r->n_stat];
+        return '?';
+    }
+    buf[n] = 0;
+    char *close_paren = strrchr(buf, ')');
+    if (!close_paren || close_paren[1] != ' ') return '?';
+    return close_paren[2];
+}
+
+/* ------------------------------------------------------------------------ sampling */
+
+int hp_reader_init(hp_reader *r, pid_t pid, uint64_t runtime_addr, const hp_py_offsets *off,
+                   int max_depth) {
+    memset(r, 0, sizeof *r);
+    r->pid = pid;
+    r->runtime_addr = runtime_addr;
+    r->off = *off;
+    r->max_depth = max_depth > 0 ? max_depth : 4096;
+    r->read_os_state = 1;
+    r->gen = 1;
+    r->pages = malloc(HP_PAGE_SLOTS * PAGE);
+    r->scratch = malloc(((size_t)r->max_depth + 2) * sizeof *r->scratch);
+    if (!r->pages || !r->scratch) { hp_reader_free(r); return HP_ERR_NOMEM; }
+    pthread_mutex_init(&r->lock, NULL);
+    hp_buf_init(&r->out);
+    int rc = hp_read(r, runtime_addr + off->rt_interp_head, &r->interp_addr, 8);
+    if (rc != HP_OK) return rc;
+    if (!r->interp_addr) return HP_ERR_READ;
+    return HP_OK;
+}
+
+void hp_reader_free(hp_reader *r) {
+    for (uint32_t i = 0; i < r->n_codes; i++) code_free(&r->codes[i]);
+    free(r->codes);
+    free(r->code_slots);
+    free(r->line_keys);
+    free(r->line_vals);
+    for (uint32_t i = 0; i < r->n_stat; i++) close(r->stat_fds[i]);
+    free(r->stat_tids);
+    free(r->stat_fds);
+    free(r->pages);
+    free(r->scratch);
+    hp_buf_free(&r->out);
+    r->codes = NULL;
+    r->code_slots = NULL;
+    r->line_keys = NULL;
+    r->line_vals = NULL;
+    r->stat_tids = NULL;
+    r->stat_fds = NULL;
+    r->pages = NULL;
+    r->scratch = NULL;
+    r->n_codes = r->n_stat = 0;
+}
+
+/* Walks one thread's frames into r->scratch (leaf first). Returns the depth, or -1 for a torn
+ * walk, or HP_ERR_NOMEM. */
+static int walk_thread(hp_reader *r, uint64_t frame) {
+    const hp_py_offsets *o = &r->off;
+    int depth = 0;
+    uint64_t prev = 0;
+    while (frame) {
+        if (depth >= r->max_depth || frame == prev) return -1;
+        uint64_t code = 0, next = 0;
+        if (cread_ptr(r, frame + o->fr_code, &code) != HP_OK) return -1;
+        if (cread_ptr(r, frame + o->fr_previous, &next) != HP_OK) return -1;
+        code &= o->executable_mask;
+        int skip = 0;
+        if (o->fr_owner >= 0) {
+            uint8_t owner = 0;
+            if (cread(r, frame + o->fr_owner, &owner, 1) != HP_OK) return -1;
+            skip = owner >= o->owner_skip_min;
+        }
+        if (!skip && code) {
+            int64_t idx = code_lookup(r, code);
+            if (idx == HP_ERR_NOMEM) return HP_ERR_NOMEM;
+            if (idx >= 0) {
+                int64_t byte_offset;
+                if (o->frames_kind == HP_FRAMES_OBJECTS) {
+                    int32_t lasti = 0;
+                    if (cread_i32(r, frame + o->fr_instr, &lasti) != HP_OK) return -1;
+                    byte_offset = o->lines_kind == HP_LINES_310 ? (int64_t)lasti * 2 : lasti;
+                } else {
+                    uint64_t instr = 0;
+                    if (cread_ptr(r, frame + o->fr_instr, &instr) != HP_OK) return -1;
+                    byte_offset = (int64_t)(instr - (code + (uint64_t)o->code_adaptive));
+                }
+                int32_t line = cached_line(r, (uint32_t)idx, byte_offset);
+                r->scratch[depth++] = ((uint64_t)idx << 32) | (uint32_t)line;
+            } else if (o->frames_kind == HP_FRAMES_OBJECTS) {
+                return -1;  /* frame objects always hold code: this one is torn */
+            }
+        }
+        prev = frame;
+        frame = next;
+    }
+    return depth;
+}
+
+static int read_gil_holder(hp_reader *r, uint64_t *holder) {
+    const hp_py_offsets *o = &r->off;
+    uint64_t base, at_holder, at_locked;
+    if (o->rt_gil_holder >= 0) {
+        base = r->runtime_addr;
+        at_holder = o->rt_gil_holder;
+        at_locked = o->rt_gil_locked;
+    } else if (o->interp_gil_holder >= 0) {
+        base = r->interp_addr;
+        at_holder = o->interp_gil_holder;
+        at_locked = o->interp_gil_locked;
+    } else if (o->interp_gil_ptr >= 0) {
+        if (cread_ptr(r, r->interp_addr + o->interp_gil_ptr, &base) != HP_OK) return -1;
+        at_holder = o->gil_holder;
+        at_locked = o->gil_locked;
+    } else {
+        *holder = 0;
+        return 0;
+    }
+    int32_t locked = 0;
+    if (cread_ptr(r, base + at_holder, holder) != HP_OK) return -1;
+    if (cread_i32(r, base + at_locked, &locked) != HP_OK) return -1;
+    if (!locked) *holder = 0;
+    return 0;
+}
+
+int hp_sample_once(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns) {
+    const hp_py_offsets *o = &r->off;
+    r->gen++;
+    uint64_t holder = 0, tstate = 0;
+    int32_t gc_collecting = 0;
+    int rc = cread_ptr(r, r->interp_addr + o->interp_threads_head, &tstate);
+    if (rc != HP_OK) return rc == HP_ERR_READ ? HP_ERR_READ : rc;
+    read_gil_holder(r, &holder);
+    if (o->interp_gc_collecting >= 0)
+        cread_i32(r, r->interp_addr + o->interp_gc_collecting, &gc_collecting);
+    int n_threads = 0;
+    while (tstate && n_threads < MAX_THREADS) {
+        uint64_t next = 0, frame = 0, thread_id = 0;
+        int64_t tid = 0;
+        int depth = -1;
+        for (int attempt = 0; attempt < 2; attempt++) {
+            if (attempt) { r->gen++; r->stats.torn_retries++; }
+            if (cread_ptr(r, tstate + o->ts_next, &next) != HP_OK) break;
+            cread_ptr(r, tstate + o->ts_thread_id, &thread_id);
+            if (o->ts_native_thread_id >= 0) {
+                cread(r, tstate + o->ts_native_thread_id, &tid, 8);
+            } else if (o->pthread_tid >= 0 && thread_id) {
+                int32_t t32 = 0;
+                if (cread_i32(r, thread_id + o->pthread_tid, &t32) == HP_OK) tid = t32;
+            }
+            if (o->ts_frame >= 0) {
+                if (cread_ptr(r, tstate + o->ts_frame, &frame) != HP_OK) continue;
+            } else {
+                uint64_t cframe = 0;
+                if (cread_ptr(r, tstate + o->ts_cframe, &cframe) != HP_OK) continue;
+                frame = 0;
+                if (cframe && cread_ptr(r, cframe + o->cframe_current_frame, &frame) != HP_OK)
+                    continue;
+            }
+            depth = walk_thread(r, frame);
+            if (depth == HP_ERR_NOMEM) return HP_ERR_NOMEM;
+            if (depth >= 0) break;
+        }
+        n_threads++;
+        if (depth < 0) {
+            r->stats.torn_dropped++;
+            if (!next) break;
+            tstate = next;
+            continue;
+        }
+        uint8_t flags = 0;
+        if (holder && holder == tstate) flags |= HP_FLAG_GIL;
+        int in_gc = gc_collecting && (flags & HP_FLAG_GIL);
+        if (in_gc) flags |= HP_FLAG_GC;
+        char state = r->read_os_state && tid > 0 ? os_state(r, (int32_t)tid) : '?';
+        if (state != 'R' && state != '?') flags |= HP_FLAG_IDLE;
+        if (buf_reserve(buf, 1, (uint64_t)depth + 1) != HP_OK) return HP_ERR_NOMEM;
+        hp_sample *s = &buf->samples[buf->n_samples++];
+        s->timestamp_ns = timestamp_ns;
+        s->tstate = tstate;
+        s->thread_id = thread_id;
+        s->frames_start = buf->n_frames;
+        s->tid = (int32_t)tid;
+        s->flags = flags;
+        s->os_state = state;
+        for (int i = depth - 1; i >= 0; i--) buf->frames[buf->n_frames++] = r->scratch[i];
+        if (in_gc) buf->frames[buf->n_frames++] = HP_GC_KEY;
+        s->n_frames = (uint32_t)(buf->n_frames - s->frames_start);
+        r->stats.samples++;
+        tstate = next;
+    }
+    return n_threads;
+}
+
+int hp_sample_loop(hp_reader *r, int64_t interval_ns) {
+    int64_t next = hp_monotonic_ns();
+    int result = HP_OK;
+    while (!r->stop) {
+        /* The lock covers the whole instant: drain() and code lookups from Python see the
+         * code cache and output buffer only between samples. */
+        pthread_mutex_lock(&r->lock);
+        int64_t start = hp_monotonic_ns();
+        int rc = hp_sample_once(r, &r->out, start);
+        int64_t end = hp_monotonic_ns();
+        r->stats.ticks++;
+        r->stats.busy_ns += (uint64_t)(end - start);
+        if (rc < 0) r->stats.errors++;
+        pthread_mutex_unlock(&r->lock);
+        if (rc == HP_ERR_GONE || rc == HP_ERR_PERM || rc == HP_ERR_NOMEM) {
+            result = rc;
+            break;
+        }
+        if (rc == HP_ERR_READ && kill(r->pid, 0) != 0 && errno == ESRCH) {
+            result = HP_ERR_GONE;
+            break;
+        }
+        next += interval_ns;
+        int64_t now = hp_monotonic_ns();
+        if (now > next) {
+            /* Behind schedule: skip the missed ticks instead of bursting to catch up. */
+            int64_t missed = (now - next) / interval_ns;
+            if (missed > 0) {
+                pthread_mutex_lock(&r->lock);
+                r->stats.late += (uint64_t)missed;
+                pthread_mutex_unlock(&r->lock);
+                next += missed * interval_ns;
+            }
+            continue;
+        }
+        struct timespec ts = {next / 1000000000LL, next % 1000000000LL};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR && !r->stop) {
+        }
+    }
+    r->last_error = result;
+    return result;
+}

@@ -1,0 +1,202 @@
+/* pyreader: reads Python stacks out of a live CPython process with process_vm_readv.
+ *
+ * The target is never stopped. Everything version-specific arrives in hp_py_offsets, filled by
+ * Python (hostprof.native.pyoffsets) from _Py_DebugOffsets (3.13+) or from the generated
+ * per-minor tables (3.9-3.12). The reader then:
+ *   - walks interpreter -> thread states -> frames, reading through a small per-sample page
+ *     cache so a 200-deep stack costs a handful of syscalls;
+ *   - caches code objects by address (name, qualname, file, first line, line table) and the
+ *     line of each (code, instruction offset) pair it has decoded;
+ *   - appends one sample per thread: tid, flags (GIL, GC, idle), CLOCK_MONOTONIC time and
+ *     frame keys (code id << 32 | line), root first.
+ * A frame chain that cannot be read consistently (the target changed it under us) is a torn
+ * read: the thread is retried once, then dropped and counted.
+ *
+ * Nothing here touches Python objects; every function can run with the GIL released.
+ */
+#ifndef HOSTPROF_PYREADER_H
+#define HOSTPROF_PYREADER_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define HP_FLAG_GIL 1
+#define HP_FLAG_GC 2
+#define HP_FLAG_IDLE 4
+
+/* Frame key of the synthetic <gc> leaf frame (code id 0xffffffff). */
+#define HP_GC_KEY 0xffffffff00000000ULL
+
+/* Return codes. */
+#define HP_OK 0
+#define HP_ERR_NOMEM -1
+#define HP_ERR_GONE -2   /* the process exited (ESRCH) */
+#define HP_ERR_PERM -3   /* EPERM: no ptrace permission */
+#define HP_ERR_READ -4   /* the interpreter state itself could not be read */
+
+/* Kinds of frame chains. */
+#define HP_FRAMES_OBJECTS 0  /* 3.9/3.10: PyFrameObject linked by f_back */
+#define HP_FRAMES_INTERP 1   /* 3.11+: _PyInterpreterFrame linked by previous */
+
+/* Line table formats. */
+#define HP_LINES_LNOTAB 0    /* 3.9 co_lnotab, f_lasti in bytes */
+#define HP_LINES_310 1       /* 3.10 co_linetable, f_lasti in code units */
+#define HP_LINES_LOCATIONS 2 /* 3.11+ location table, instruction pointer */
+
+/* Offsets of one interpreter version. -1 means "absent in this version". */
+typedef struct {
+    int64_t version_hex;
+    int64_t rt_interp_head;
+    int64_t rt_gil_holder;       /* 3.9-3.11: in _PyRuntime */
+    int64_t rt_gil_locked;
+    int64_t interp_gil_holder;   /* 3.13+: absolute offsets in the interpreter state */
+    int64_t interp_gil_locked;
+    int64_t interp_gil_ptr;      /* 3.12: interp->ceval.gil, then gil_holder/gil_locked */
+    int64_t gil_holder;
+    int64_t gil_locked;
+    int64_t interp_threads_head;
+    int64_t interp_gc_collecting;
+    int64_t ts_next;
+    int64_t ts_thread_id;
+    int64_t ts_native_thread_id;
+    int64_t ts_frame;            /* direct frame pointer (3.9/3.10, 3.13+) */
+    int64_t ts_cframe;           /* 3.11/3.12: cframe pointer ... */
+    int64_t cframe_current_frame;/* ... then its current_frame */
+    int64_t pthread_tid;         /* where glibc keeps the tid in struct pthread (3.9/3.10) */
+    int64_t frames_kind;
+    int64_t fr_previous;
+    int64_t fr_code;
+    int64_t fr_instr;            /* f_lasti (int) or prev_instr/instr_ptr (pointer) */
+    int64_t fr_owner;            /* -1 for frame objects */
+    int64_t owner_skip_min;      /* owners >= this are C-stack/interpreter shims */
+    int64_t ob_type;
+    int64_t code_name;
+    int64_t code_qualname;
+    int64_t code_filename;
+    int64_t code_firstlineno;
+    int64_t code_linetable;
+    int64_t code_adaptive;
+    int64_t lines_kind;
+    int64_t unicode_state;
+    int64_t unicode_length;
+    int64_t unicode_ascii_size;
+    int64_t unicode_compact_size;
+    int64_t unicode_kind_shift;  /* bit position of the 3-bit kind in the state word */
+    int64_t bytes_size;
+    int64_t bytes_sval;
+    uint64_t code_type_addr;     /* runtime address of PyCode_Type; 0 = do not check */
+    uint64_t executable_mask;    /* mask applied to f_executable (tagged stackrefs, 3.14+) */
+} hp_py_offsets;
+
+/* One cached code object. Strings are malloc'd UTF-8, never NULL. */
+typedef struct {
+    uint64_t addr;
+    char *name;
+    char *qualname;
+    char *filename;
+    int32_t firstlineno;
+    uint8_t *linetable;
+    uint32_t linetable_len;
+} hp_code;
+
+/* One sample: a thread's stack at one instant. Frames are in hp_sample_buf.frames. */
+typedef struct {
+    int64_t timestamp_ns;
+    uint64_t tstate;
+    uint64_t thread_id;  /* pthread_t as Python's threading.get_ident() */
+    uint64_t frames_start;
+    int32_t tid;
+    uint32_t n_frames;
+    uint8_t flags;
+    char os_state;       /* R, S, D, ... from /proc/PID/task/TID/stat; '?' if unknown */
+} hp_sample;
+
+typedef struct {
+    hp_sample *samples;
+    uint64_t n_samples, cap_samples;
+    uint64_t *frames;    /* keys: code id << 32 | (uint32) line; root first per sample */
+    uint64_t n_frames, cap_frames;
+} hp_sample_buf;
+
+typedef struct {
+    uint64_t ticks;          /* sampling instants attempted */
+    uint64_t samples;        /* thread samples kept */
+    uint64_t torn_retries;   /* thread walks that were retried */
+    uint64_t torn_dropped;   /* thread samples dropped after a failed retry */
+    uint64_t late;           /* ticks skipped because the sampler fell behind */
+    uint64_t reads;          /* process_vm_readv calls */
+    uint64_t errors;         /* ticks that failed entirely */
+    uint64_t busy_ns;        /* time spent sampling (not sleeping) */
+} hp_stats;
+
+#define HP_PAGE_SLOTS 64
+
+typedef struct {
+    pid_t pid;
+    uint64_t runtime_addr;
+    uint64_t interp_addr;
+    hp_py_offsets off;
+    int max_depth;
+    int read_os_state;
+    /* page cache, valid for one sampling instant */
+    uint64_t page_addr[HP_PAGE_SLOTS];
+    uint64_t page_gen[HP_PAGE_SLOTS];
+    uint8_t *pages;           /* HP_PAGE_SLOTS * 4096 */
+    uint64_t gen;
+    /* code cache: open addressing on address -> index into codes */
+    hp_code *codes;
+    uint32_t n_codes, cap_codes;
+    uint32_t *code_slots;     /* index + 1, 0 = empty */
+    uint32_t code_slots_cap;  /* power of two */
+    /* line cache: (code id, instr offset) -> line */
+    uint64_t *line_keys;
+    int32_t *line_vals;
+    uint32_t line_cap;        /* power of two */
+    uint32_t n_lines;
+    /* /proc/PID/task/TID/stat fds, by tid */
+    int32_t *stat_tids;
+    int *stat_fds;
+    uint32_t n_stat, cap_stat;
+    /* sampling loop */
+    pthread_mutex_t lock;     /* guards out and stats */
+    hp_sample_buf out;
+    hp_stats stats;
+    volatile int stop;
+    int last_error;
+    uint64_t *scratch;        /* one thread's frame keys, leaf first */
+} hp_reader;
+
+/* Sets one offsets field by name (as in pyreader.h); returns 0, or -1 for an unknown name. */
+int hp_offsets_set(hp_py_offsets *o, const char *name, int64_t value);
+/* Initialises every field to -1 (absent) and the masks to "no masking". */
+void hp_offsets_clear(hp_py_offsets *o);
+
+void hp_reader_lock(hp_reader *r);
+void hp_reader_unlock(hp_reader *r);
+
+int hp_reader_init(hp_reader *r, pid_t pid, uint64_t runtime_addr, const hp_py_offsets *off,
+                   int max_depth);
+void hp_reader_free(hp_reader *r);
+
+/* Reads target memory directly (no cache). Returns HP_OK or a negative HP_ERR_*. */
+int hp_read(hp_reader *r, uint64_t addr, void *buf, size_t n);
+
+/* Takes one sample of every thread into buf. Returns the number of threads sampled, or a
+ * negative HP_ERR_*. Safe without the GIL; not thread-safe for one reader. */
+int hp_sample_once(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns);
+
+/* Samples every interval_ns into r->out (under r->lock) until r->stop is set or the process
+ * exits. Returns HP_OK when stopped, or the error that ended it. */
+int hp_sample_loop(hp_reader *r, int64_t interval_ns);
+
+/* Decodes the line of an instruction offset (bytes from the code start) of a cached code. */
+int32_t hp_code_line(const hp_reader *r, const hp_code *c, int64_t byte_offset);
+
+void hp_buf_init(hp_sample_buf *b);
+void hp_buf_free(hp_sample_buf *b);
+void hp_buf_clear(hp_sample_buf *b);
+
+int64_t hp_monotonic_ns(void);
+
+#endif

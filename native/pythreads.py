@@ -1,0 +1,52 @@
+"""Thread names of a CPython target.
+
+Python 3.14+ copies ``threading.Thread.name`` into the OS thread name (truncated to 15
+bytes), so ``/proc/PID/task/TID/comm`` has it. Older versions leave the OS name as the
+program's; there the names come from ``threading._active`` read out of the target's memory
+(see :mod:`hostprof.native.pyobjects`), and comm is the fallback.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+from typing import Dict
+
+if TYPE_CHECKING:
+    from hostprof.native.pyprocess import PyProcess
+
+
+def os_thread_names(pid: int) -> Dict[int, str]:
+    """tid -> /proc/PID/task/TID/comm for every thread of ``pid``."""
+    out: Dict[int, str] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for t in tids:
+        try:
+            with open(f"/proc/{pid}/task/{t}/comm") as f:
+                out[int(t)] = f.read().strip()
+        except OSError:
+            continue
+    return out
+
+
+def thread_names(proc: PyProcess) -> Dict[int, str]:
+    """tid -> best known thread name for every thread of ``proc``."""
+    names = os_thread_names(proc.pid)
+    try:
+        from hostprof.native.pyobjects import threading_names
+
+        by_ident = threading_names(proc)
+    except Exception:
+        by_ident = {}
+    if by_ident:
+        try:
+            cols = proc.reader.sample()
+            for tid, ident in zip(cols["tid"].tolist(), cols["thread_id"].tolist()):
+                if ident in by_ident:
+                    names[tid] = by_ident[ident]
+        except Exception:
+            pass
+    return names
