@@ -58,7 +58,8 @@ class GcProbe:
 
 
 # struct pt_regs field order on x86-64 (the uprobe program's context; UAPI-stable layout).
-_PT_REGS = ["r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx", "dx", "si", "di", "orig_ax", "ip", "cs", "flags", "sp", "ss"]
+_PT_REGS_TEXT = "r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di orig_ax ip cs flags sp ss"
+_PT_REGS = _PT_REGS_TEXT.split(" ")
 _REG_ALIASES = {
     **{f"{p}{r}x": r + "x" for r in "abcd" for p in ("r", "e")},
     **{f"{r}x": r + "x" for r in "abcd"},
@@ -278,9 +279,8 @@ class GcCollector(Collector):
                 continue
             if p is not None:
                 c.probes.setdefault(p, []).append(pid)
-        if not c.probes:
-            if pids is not None:
-                return None
+        if not c.probes and pids is not None:
+            return None
         return c
 
     def start(self) -> None:
