@@ -174,12 +174,67 @@ def gc_known(stacks: Mapping[int, ProcessStacks]) -> bool:
     )
 
 
-def derive(stacks: Mapping[int, ProcessStacks], profiles: Mapping[str, Profile]) -> Dict[str, Any]:
+def gc_pauses(profile: Optional[Profile], window_ns: int) -> List[Dict[str, Any]]:
+    """GC time per thread from the eBPF gc collector, busiest first.
+
+    ``share`` is the fraction of the profile window the thread spent inside collections: a
+    thread near 100 % was in a GC pause for the whole window.
+    """
+    if profile is None or len(profile) == 0:
+        return []
+    pause_idx = next(
+        (i for i, st in enumerate(profile.sample_types) if st.unit == "nanoseconds"), 0
+    )
+    count_idx = next((i for i, st in enumerate(profile.sample_types) if st.unit == "count"), None)
+    per: Dict[tuple, Dict[str, Any]] = {}
+    for frames, labels, values in profile.items():
+        lab = dict(labels)
+        key = (lab.get("pid", ""), lab.get("thread_id", ""))
+        row = per.setdefault(
+            key,
+            {
+                "pid": int(key[0]) if key[0].isdigit() else key[0],
+                "tid": int(key[1]) if key[1].isdigit() else key[1],
+                "name": lab.get("thread_name", ""),
+                "pause_ns": 0,
+                "collections": 0,
+                "generations": {},
+            },
+        )
+        row["pause_ns"] += values[pause_idx]
+        n = values[count_idx] if count_idx is not None else 0
+        row["collections"] += n
+        leaf = frames[-1].function if frames else "<gc>"
+        row["generations"][leaf] = row["generations"].get(leaf, 0) + n
+    out = list(per.values())
+    for row in out:
+        row["share"] = round(row["pause_ns"] / window_ns, 3) if window_ns else None
+    out.sort(key=lambda r: r["pause_ns"], reverse=True)
+    return out
+
+
+def derive(
+    stacks: Mapping[int, ProcessStacks],
+    profiles: Mapping[str, Profile],
+    window_ns: int = 0,
+) -> Dict[str, Any]:
     """All findings, most urgent first."""
     stuck = [s for pid in sorted(stacks) for s in stacks[pid].stuck]
     from hostprof.snapshot.stacks import REASON_ORDER
 
     stuck.sort(key=lambda s: (REASON_ORDER.get(s.reason, 9), s.pid, s.tid))
+    pauses = gc_pauses(profiles.get("gc"), window_ns)
+    # eBPF knows the kernel's thread name (comm); the dumps know the Python one.
+    names = {
+        (pid, t.tid): t.name
+        for pid, ps in stacks.items()
+        for d in ps.dumps
+        if d is not None
+        for t in d.threads
+        if t.name
+    }
+    for row in pauses:
+        row["name"] = names.get((row["pid"], row["tid"]), row["name"])
     deadlocks = [
         {"pid": pid, "threads": [s.to_json() for s in ps.deadlock_suspects]}
         for pid, ps in sorted(stacks.items())
@@ -191,6 +246,7 @@ def derive(stacks: Mapping[int, ProcessStacks], profiles: Mapping[str, Profile])
         "gil_holders": gil_holders(stacks),
         "threads_in_gc": threads_in_gc(stacks),
         "gc_state_known": gc_known(stacks),
+        "gc_pauses": pauses,
         "top_functions": top_functions(profiles.get("python")),
         "top_native": top_functions(profiles.get("cpu")),
         "top_offcpu": top_functions(profiles.get("offcpu")),

@@ -2,8 +2,8 @@
 
 Python stacks always come from the sampling core's ``python`` collector, or from
 ``py-spy record --nonblocking`` (one per target, all started together) where the core is not
-there. The eBPF collectors (``cpu``, ``offcpu``, ``syscalls``) run where their modules exist and
-``probe()`` says they apply; each one that is missing or fails is recorded in
+there. The eBPF collectors (``cpu``, ``offcpu``, ``syscalls``, ``gc``) run where their modules
+exist and ``probe()`` says they apply; each one that is missing or fails is recorded in
 :attr:`ProfileResult.unavailable` / :attr:`ProfileResult.failed` and the rest go on.
 
 All collectors start before the window opens and stop after it closes, each on its own
@@ -38,7 +38,7 @@ from hostprof.model import Window
 from hostprof.pipeline import Aggregator
 from hostprof.snapshot.readers import find_pyspy
 
-EBPF_COLLECTORS = ("cpu", "offcpu", "syscalls")
+EBPF_COLLECTORS = ("cpu", "offcpu", "syscalls", "gc")
 """eBPF collectors a snapshot tries, by module name under ``hostprof.collectors``."""
 
 DRAIN_EVERY = 1.0

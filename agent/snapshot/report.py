@@ -23,11 +23,15 @@ from hostprof.snapshot.records import ProcessDump
 from hostprof.snapshot.take import SNAPSHOT_VERSION
 from hostprof.snapshot.take import Snapshot
 
+TOP_ROWS = 20
+"""Rows shown of long lists (the rest is in snapshot.json)."""
+
 PROFILE_TITLES = {
     "python": ("Python stacks (on-CPU samples)", "samples"),
     "cpu": ("CPU (eBPF, native + kernel)", ""),
     "offcpu": ("Off-CPU (blocked time)", ""),
     "syscalls": ("Syscalls", ""),
+    "gc": ("GC pauses (eBPF)", ""),
 }
 
 
@@ -129,7 +133,26 @@ def findings_blocks(snap: Snapshot) -> List[doc.Block]:
     elif f.get("gc_state_known"):
         blocks.append(doc.Para("No thread was inside a garbage collection at either dump."))
     else:
-        blocks.append(doc.Para("Unknown: the stack reader used cannot see GC state (py-spy)."))
+        blocks.append(
+            doc.Para("At the dumps: unknown (the stack reader used, py-spy, cannot see GC state).")
+        )
+    pauses = [p for p in f.get("gc_pauses", []) if p["pause_ns"] > 0]
+    if pauses:
+        blocks.append(doc.Para("GC pauses during the profile window (eBPF):"))
+        rows = []
+        for p in pauses[:TOP_ROWS]:
+            share = p.get("share")
+            flag = " **in GC most of the window**" if share is not None and share >= 0.5 else ""
+            gens = ", ".join(f"{n} x {g}" for g, n in sorted(p["generations"].items()))
+            rows.append(
+                f"pid {p['pid']} `{p['name'] or '?'}` (tid {p['tid']}): "
+                f"{p['pause_ns'] / 1e6:,.1f} ms in {p['collections']} collection(s) ({gens})"
+                + (f", {100 * share:.0f}% of the window" if share is not None else "")
+                + flag
+            )
+        blocks.append(doc.Bullets(rows))
+    elif "gc" in snap.profile.profiles:
+        blocks.append(doc.Para("No GC collection ran in the targets during the profile window."))
     # 4. Top functions.
     blocks.append(doc.Heading(3, "Top functions"))
     tf = f.get("top_functions", [])

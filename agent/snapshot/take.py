@@ -54,7 +54,7 @@ class Options:
     """Also dump local variables (reprs capped at 200 characters)."""
     rate: int = 100
     """Python sampling rate per target (Hz); lowered for many targets."""
-    collectors: Sequence[str] = ("python", "cpu", "offcpu", "syscalls")
+    collectors: Sequence[str] = ("python", "cpu", "offcpu", "syscalls", "gc")
     """Collectors to try."""
 
 
@@ -217,7 +217,7 @@ def take_snapshot(
     _attach_native(snap, snap.profile.profiles.get("cpu"))
     for name, why in snap.profile.unavailable.items():
         snap.unavailable[f"{name} profile"] = why
-    snap.findings = derive(snap.stacks, snap.profile.profiles)
+    snap.findings = derive(snap.stacks, snap.profile.profiles, snap.profile.duration_ns)
     for t in targets:
         snap.statuses[t.pid] = _status(snap, t)
     snap.elapsed_s = time.monotonic() - t0
