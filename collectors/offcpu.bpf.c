@@ -1,0 +1,99 @@
+/* offcpu.bpf.c: blocked (off-CPU) time per thread with the stack it blocked in.
+ *
+ * Purpose: at sched:sched_switch the outgoing task (still `current`) records its block time and
+ *   user+kernel stack ids when it leaves the CPU blocked; when a task is switched back in, the
+ *   time it spent off-CPU is added to an in-kernel aggregate keyed by (pid, tid, stacks, slot of
+ *   the block start). The per-thread `offcpu_since` table doubles as a live "is this thread
+ *   blocked, and since when" view for the sampling core's idle detection.
+ * Required kernel: sched:sched_switch tracepoint, stack maps, LRU hash (4.10+).
+ * Overhead: one or two stack walks per context switch of a wanted task; none for others.
+ * Options (-D): HP_MIN_NS (ignore shorter blocks), HP_INCLUDE_PREEMPTED (also count time a
+ *   runnable task waited for a CPU), HP_STACK_ENTRIES, HP_COUNT_ENTRIES, hostprof.bpf.h ones.
+ */
+#include <linux/sched.h>
+#include "hostprof.bpf.h"
+
+#ifndef HP_MIN_NS
+#define HP_MIN_NS 0
+#endif
+#ifndef HP_STACK_ENTRIES
+#define HP_STACK_ENTRIES 16384
+#endif
+#ifndef HP_COUNT_ENTRIES
+#define HP_COUNT_ENTRIES 65536
+#endif
+/* sched_switch reports a preempted task as TASK_REPORT_MAX (bit 8 here) or 0 (running). */
+#define HP_STATE_MASK 0xff
+/* A task leaving the CPU for the last time (EXIT_DEAD, EXIT_ZOMBIE, TASK_DEAD) never returns. */
+#define HP_STATE_DEAD 0xb0
+
+struct hp_off_start {
+  u64 ts; /* 0 while on CPU */
+  u32 pid;
+  s32 ustack;
+  s32 kstack;
+  u32 pad;
+};
+
+/* Written by user space only: how far it already charged a still-blocked thread's current
+ * interval (it charges long blocks at each drain so they are not invisible until they end). */
+struct hp_off_charged {
+  u64 start; /* the interval's offcpu_since.ts */
+  u64 until;
+};
+
+BPF_TABLE("lru_hash", u32, struct hp_off_start, offcpu_since, 65536);
+BPF_TABLE("lru_hash", u32, struct hp_off_charged, offcpu_charged, 65536);
+BPF_HASH(counts, struct hp_stack_key, u64, HP_COUNT_ENTRIES);
+BPF_STACK_TRACE(stacks, HP_STACK_ENTRIES);
+
+TRACEPOINT_PROBE(sched, sched_switch) {
+  u64 now = bpf_ktime_get_ns();
+  u64 id = bpf_get_current_pid_tgid();
+  u32 prev_tgid = id >> 32;
+  u32 prev = args->prev_pid;
+  long state = args->prev_state;
+#ifdef HP_INCLUDE_PREEMPTED
+  int blocked = 1;
+#else
+  int blocked = (state & HP_STATE_MASK) != 0;
+#endif
+  if (state & HP_STATE_DEAD)
+    blocked = 0;
+  if (prev != 0 && blocked && hp_wanted(prev_tgid)) {
+    struct hp_off_start s = {};
+    s.ts = now;
+    s.pid = prev_tgid;
+    s.ustack = hp_stack_result(stacks.get_stackid(args, BPF_F_USER_STACK));
+    s.kstack = hp_stack_result(stacks.get_stackid(args, 0));
+    offcpu_since.update(&prev, &s);
+  }
+  u32 next = args->next_pid;
+  struct hp_off_start *s = offcpu_since.lookup(&next);
+  if (!s || s->ts == 0)
+    return 0;
+  u64 start = s->ts;
+  s->ts = 0;
+  if (now - start < HP_MIN_NS) {
+    hp_count(HP_STAT_SHORT);
+    return 0;
+  }
+  struct hp_off_charged *c = offcpu_charged.lookup(&next);
+  if (c && c->start == start && c->until > start && c->until < now)
+    start = c->until; /* user space charged the part up to `until` already */
+  u64 delta = now - start;
+  hp_count(HP_STAT_EVENTS);
+  struct hp_stack_key key = {};
+  key.pid = s->pid;
+  key.tid = next;
+  key.ustack = s->ustack;
+  key.kstack = s->kstack;
+  key.slot = hp_slot(start);
+  u64 zero = 0;
+  u64 *v = counts.lookup_or_try_init(&key, &zero);
+  if (v)
+    __sync_fetch_and_add(v, delta);
+  else
+    hp_count(HP_STAT_MAPFULL);
+  return 0;
+}

@@ -1,0 +1,178 @@
+"""The offcpu collector: time threads spend blocked, with the stack they blocked in.
+
+``offcpu.bpf.c`` on ``sched:sched_switch`` sums off-CPU nanoseconds per (pid, tid, user stack,
+kernel stack, time slot of the block start). Its live per-thread table also answers "is this
+thread blocked right now?" (:meth:`OffCpuCollector.blocked_since`), which the sampling core can
+use for idle detection instead of polling ``/proc/PID/task/TID/stat``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import time
+from typing import Any
+from typing import Dict
+from typing import Iterable
+from typing import Optional
+from typing import Sequence
+from typing import Set
+
+from hostprof._errors import UsageError
+from hostprof.collectors import _ebpf
+from hostprof.collectors import _kernel
+from hostprof.collectors._base import Collector
+from hostprof.collectors._batch import RawBatch
+from hostprof.model import OFFCPU_NS
+
+SAMPLE_TYPES = (OFFCPU_NS,)
+
+
+class OffCpuCollector(Collector):
+    """Blocked time per thread, for the whole host or a set of processes."""
+
+    name = "offcpu"
+
+    def __init__(
+        self,
+        pids: Optional[Sequence[int]] = None,
+        min_block_ns: int = 0,
+        include_preempted: bool = False,
+        slot_ns: Optional[int] = None,
+        symbolizer: Optional[Any] = None,
+    ) -> None:
+        if min_block_ns < 0:
+            raise UsageError(f"the off-CPU threshold must be >= 0 ns, got {min_block_ns}")
+        self.pids = None if pids is None else [int(p) for p in pids]
+        self.min_block_ns = int(min_block_ns)
+        self.include_preempted = include_preempted
+        self.shift = _ebpf.slot_shift(slot_ns)
+        if symbolizer is None:
+            from hostprof.symbolize import Symbolizer
+
+            symbolizer = Symbolizer()
+        self.symbolizer = symbolizer
+        self._bpf: Any = None
+        self._stacks: Optional[_ebpf.StackMap] = None
+        self._threads = _ebpf.ThreadNames()
+        self._reported: Dict[str, int] = {}
+        self._stats: Dict[str, float] = {}
+
+    @classmethod
+    def probe(cls, pids: Optional[Sequence[int]] = None, **options: Any) -> Optional[Collector]:
+        _kernel.check_all(tracepoints=["sched:sched_switch"])
+        return cls(pids, **options)
+
+    def start(self) -> None:
+        self._bpf, compile_s = _ebpf.load(
+            "offcpu.bpf.c",
+            {
+                "HP_SLOT_SHIFT": self.shift,
+                "HP_MIN_NS": self.min_block_ns,
+                "HP_INCLUDE_PREEMPTED": self.include_preempted,
+            },
+            self.pids,
+        )
+        self._stats["compile_s"] = compile_s
+        self._stacks = _ebpf.StackMap(self._bpf, "stacks", self.symbolizer)
+
+    def add_pids(self, pids: Sequence[int]) -> None:
+        if self.pids is not None and self._bpf is not None:
+            _ebpf.add_pids(self._bpf, pids)
+            self.pids.extend(int(p) for p in pids)
+
+    def blocked_since(self, tids: Iterable[int]) -> Dict[int, int]:
+        """For each given thread that is blocked now: CLOCK_MONOTONIC ns when it blocked.
+
+        Threads not in the result are running or runnable (or were never seen blocking).
+        """
+        out: Dict[int, int] = {}
+        if self._bpf is None:
+            return out
+        table = self._bpf["offcpu_since"]
+        for tid in tids:
+            try:
+                v = table[ctypes.c_uint32(int(tid))]
+            except KeyError:
+                continue
+            if v.ts:
+                out[int(tid)] = int(v.ts)
+        return out
+
+    def drain(self) -> RawBatch:
+        if self._bpf is None or self._stacks is None:
+            return RawBatch.empty(self.name, SAMPLE_TYPES)
+        t0 = time.process_time()
+        items = _ebpf.drain_map(self._bpf["counts"])
+        builder = _ebpf.BatchBuilder(self.name, SAMPLE_TYPES)
+        keep: Set[int] = set()
+        evicted = self._stacks.evicted
+        self._charge_blocked(builder, keep)
+        for k, v in items:
+            pid, tid, us, ks = int(k.pid), int(k.tid), int(k.ustack), int(k.kstack)
+            keep.add(us)
+            keep.add(ks)
+            stack = self._stacks.user(pid, us) + self._stacks.kernel(ks)
+            ts = 0 if self.shift >= 63 else (int(k.slot) << self.shift) + (1 << (self.shift - 1))
+            builder.add(stack, (int(getattr(v, "value", v)),), pid, tid, ts)
+        self._stacks.sweep(keep)
+        totals = _ebpf.read_stats(self._bpf)
+        delta = {k: totals[k] - self._reported.get(k, 0) for k in totals}
+        self._reported = totals
+        batch = builder.build(
+            lost=delta["map_full"],
+            missed=delta["collisions"] + self._stacks.evicted - evicted,
+        )
+        batch.thread_names = self._threads.for_batch(batch.pid, batch.tid)
+        self._stats["drain_cpu_s"] = self._stats.get("drain_cpu_s", 0.0) + (
+            time.process_time() - t0
+        )
+        return batch
+
+    def _charge_blocked(self, builder: _ebpf.BatchBuilder, keep: Set[int]) -> None:
+        """Charges threads that are blocked right now up to now, so a thread stuck in recv()
+        for minutes shows up in every window, not only when it finally wakes."""
+        assert self._stacks is not None
+        now = time.monotonic_ns()  # the clock bpf_ktime_get_ns() reads
+        since = self._bpf["offcpu_since"]
+        charged = self._bpf["offcpu_charged"]
+        for k, v in since.items():
+            if not v.ts:
+                continue
+            tid, pid, ts = int(k.value), int(v.pid), int(v.ts)
+            keep.add(int(v.ustack))
+            keep.add(int(v.kstack))
+            if now - ts < self.min_block_ns or now <= ts:
+                continue
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                with contextlib.suppress(KeyError):
+                    del since[k]
+                continue
+            start = ts
+            try:
+                c = charged[k]
+                if c.start == ts and ts < c.until < now:
+                    start = int(c.until)
+            except KeyError:
+                pass
+            stack = self._stacks.user(pid, int(v.ustack)) + self._stacks.kernel(int(v.kstack))
+            slot_ts = (
+                0
+                if self.shift >= 63
+                else ((start >> self.shift) << self.shift) + (1 << (self.shift - 1))
+            )
+            builder.add(stack, (now - start,), pid, tid, slot_ts)
+            charged[k] = charged.Leaf(ts, now)
+
+    def stop(self) -> None:
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def stats(self) -> Dict[str, float]:
+        out = dict(self._stats)
+        out.update({k: float(v) for k, v in self._reported.items()})
+        if self._stacks is not None:
+            out["evicted"] = float(self._stacks.evicted)
+        return out
