@@ -1,0 +1,257 @@
+"""Target discovery: which processes to profile, found by scanning /proc against the rules.
+
+A scan reads one small file per process (``/proc/PID/stat``, for the start time); only
+processes not seen before are classified (exe, cmdline, uid, cgroup and, when the executable
+is not obviously Python, ``/proc/PID/maps`` for libpython). Results are cached per
+(pid, start time), so PID reuse is a new process and the cache never outgrows the process table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pwd
+import re
+from typing import Dict
+from typing import Iterable
+from typing import List
+from typing import Optional
+from typing import Sequence
+from typing import Set
+from typing import Tuple
+
+from hostprof.config import Rule
+
+TargetKey = Tuple[int, int]
+"""(pid, start time in clock ticks since boot): unique over the host's uptime."""
+
+_PYTHON_EXE = re.compile(r"^python(\d+(\.\d+)?)?[a-z]?$")
+_UNIT = re.compile(r"/([^/]+)\.service(/|$)")
+_CONTAINER = re.compile(
+    r"(?:docker|containerd|crio|libpod|cri-containerd)[-/:]([0-9a-f]{12,64})|/docker/([0-9a-f]{12,64})"
+)
+_SAFE_VALUE = re.compile(r"[^A-Za-z0-9_.:-]+")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessFacts:
+    """What discovery knows about one process."""
+
+    pid: int
+    start_ticks: int
+    """Start time (``/proc/PID/stat`` field 22): with the pid, the process's identity."""
+    exe: str
+    """Executable path (``/proc/PID/exe``), empty when unreadable."""
+    cmdline: Tuple[str, ...]
+    uid: int
+    user: str
+    cgroup: str
+    """The process's cgroup v2 path (or the v1 paths joined)."""
+    systemd_unit: str
+    """``foo`` for ``.../foo.service``, else empty."""
+    container_id: str
+    """Container id found in the cgroup path, else empty."""
+    is_python: bool
+    """A CPython interpreter, or a program that maps libpython."""
+
+    @property
+    def key(self) -> TargetKey:
+        return self.pid, self.start_ticks
+
+    def default_name(self) -> str:
+        """The executable's name; for a Python interpreter, the script or ``-m`` module."""
+        exe_name = os.path.basename(self.exe) or (self.cmdline[0] if self.cmdline else "unknown")
+        if self.is_python and _PYTHON_EXE.match(exe_name):
+            args = list(self.cmdline[1:])
+            while args:
+                a = args.pop(0)
+                if a == "-m" and args:
+                    return args[0]
+                if a == "-c":
+                    return exe_name
+                if a.startswith("-"):
+                    continue
+                stem = os.path.basename(a)
+                return stem[:-3] if stem.endswith(".py") else stem
+        return exe_name
+
+
+@dataclasses.dataclass(frozen=True)
+class Match:
+    """A process chosen by a rule."""
+
+    facts: ProcessFacts
+    rule: Rule
+    service_name: str
+
+
+def service_name_for(facts: ProcessFacts, rule: Rule) -> str:
+    """Rule's name, else the systemd unit, else the container, else the executable name."""
+    name = (
+        rule.service_name
+        or facts.systemd_unit
+        or (f"container-{facts.container_id[:12]}" if facts.container_id else "")
+        or facts.default_name()
+    )
+    return _SAFE_VALUE.sub("_", name)[:100] or "unknown"
+
+
+def rule_matches(rule: Rule, facts: ProcessFacts) -> bool:
+    """Whether every matcher set on ``rule`` matches ``facts``."""
+    if rule.python_only and not facts.is_python:
+        return False
+    if rule.pids and facts.pid not in rule.pids:
+        return False
+    if rule.exe is not None and not re.search(rule.exe, facts.exe):
+        return False
+    if rule.cmdline is not None and not re.search(rule.cmdline, " ".join(facts.cmdline)):
+        return False
+    if rule.user is not None and rule.user not in (facts.user, str(facts.uid)):
+        return False
+    if rule.cgroup is not None and not re.search(rule.cgroup, facts.cgroup):
+        return False
+    return not (
+        rule.container_id is not None
+        and not (facts.container_id and facts.container_id.startswith(rule.container_id))
+    )
+
+
+def choose(rules: Sequence[Rule], facts: ProcessFacts) -> Optional[Match]:
+    """The first matching rule decides: include gives a Match, exclude (or none) gives None."""
+    for rule in rules:
+        if rule_matches(rule, facts):
+            if rule.action == "exclude":
+                return None
+            return Match(facts, rule, service_name_for(facts, rule))
+    return None
+
+
+def read_start_ticks(pid: int) -> Optional[int]:
+    """The start time of ``pid`` in clock ticks, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    try:
+        return int(data.rsplit(b")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def read_facts(pid: int) -> Optional[ProcessFacts]:
+    """Classifies one process; None when it is gone or a kernel thread."""
+    start = read_start_ticks(pid)
+    if start is None:
+        return None
+    base = f"/proc/{pid}"
+    try:
+        exe = os.readlink(f"{base}/exe")
+    except OSError:
+        exe = ""
+    try:
+        with open(f"{base}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    if not raw and not exe:
+        return None  # kernel thread
+    cmdline = tuple(a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0"))
+    try:
+        uid = os.stat(base).st_uid
+    except OSError:
+        return None
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    try:
+        with open(f"{base}/cgroup", encoding="utf-8", errors="replace") as f:
+            cg_lines = f.read().splitlines()
+    except OSError:
+        cg_lines = []
+    paths = [ln.split(":", 2)[2] for ln in cg_lines if ln.count(":") >= 2]
+    cgroup = next((ln.split(":", 2)[2] for ln in cg_lines if ln.startswith("0::")), ";".join(paths))
+    units = _UNIT.findall(cgroup)
+    unit = units[-1][0] if units else ""
+    m = _CONTAINER.search(cgroup)
+    container = (m.group(1) or m.group(2)) if m else ""
+    if container:
+        unit = ""  # a unit inside a container is the runtime's scope, not the service
+    exe_name = os.path.basename(exe.replace(" (deleted)", ""))
+    is_python = bool(_PYTHON_EXE.match(exe_name)) and _maps_python(pid, require=False)
+    if not is_python:
+        is_python = _maps_python(pid, require=True)
+    return ProcessFacts(pid, start, exe, cmdline, uid, user, cgroup, unit, container, is_python)
+
+
+def _maps_python(pid: int, require: bool) -> bool:
+    """Whether the process maps libpython (``require``) or is at least not a shim script.
+
+    Without ``require``, an interpreter-named executable counts as Python unless its maps are
+    readable and show no interpreter at all (e.g. a shell script named ``python``).
+    """
+    try:
+        with open(f"/proc/{pid}/maps", "rb") as f:
+            maps = f.read()
+    except OSError:
+        return not require
+    if b"libpython" in maps:
+        return True
+    if require:
+        return False
+    # A statically linked interpreter (Debian's) maps only its own binary: accept it.
+    return b"python" in maps
+
+
+class Discovery:
+    """Keeps the set of matched targets up to date across scans."""
+
+    def __init__(self, rules: Sequence[Rule], exclude_pids: Iterable[int] = ()) -> None:
+        self.rules = tuple(rules)
+        self.exclude_pids: Set[int] = set(exclude_pids)
+        self._seen: Dict[TargetKey, Optional[Match]] = {}
+        self.scans = 0
+
+    def set_rules(self, rules: Sequence[Rule]) -> None:
+        """Replaces the rules; every process is classified again on the next scan."""
+        self.rules = tuple(rules)
+        self._seen.clear()
+
+    def scan(self) -> Tuple[List[Match], List[TargetKey]]:
+        """Rescans /proc. Returns (newly matched targets, keys of matched targets now gone)."""
+        self.scans += 1
+        alive: Dict[TargetKey, None] = {}
+        new: List[Match] = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            if pid in self.exclude_pids:
+                continue
+            start = read_start_ticks(pid)
+            if start is None:
+                continue
+            key = (pid, start)
+            alive[key] = None
+            if key in self._seen:
+                continue
+            facts = read_facts(pid)
+            if facts is None or facts.start_ticks != start:
+                continue
+            match = choose(self.rules, facts)
+            self._seen[key] = match
+            if match is not None:
+                new.append(match)
+        gone = [k for k, m in self._seen.items() if k not in alive and m is not None]
+        for k in [k for k in self._seen if k not in alive]:
+            del self._seen[k]
+        return new, gone
+
+    def forget(self, key: TargetKey) -> None:
+        """Classifies ``key`` again on the next scan (after a failed attach was retried)."""
+        self._seen.pop(key, None)
+
+    def matched(self) -> List[Match]:
+        """Currently matched targets."""
+        return [m for m in self._seen.values() if m is not None]
