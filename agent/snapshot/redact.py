@@ -34,7 +34,7 @@ MIN_SCRUB_LEN = 4
 
 SECRET_NAME = re.compile(
     r"TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|KEY|AUTH|CREDENTIAL|COOKIE|PRIVATE"
-    r"|(?:^|[_.-])(?:PASS|PWD)(?:$|[_.-])",
+    r"|PASS(?:$|[_.-])|(?:^|[_.-])PWD(?:$|[_.-])",
     re.IGNORECASE,
 )
 """Names whose values are secrets. ``PWD`` alone is the working directory, not a password."""
@@ -74,9 +74,9 @@ class Redactor:
         """How many values were redacted (reported in the snapshot)."""
 
     # --------------------------------------------------------------------- remembering
-    def _remember(self, value: str) -> None:
+    def _remember(self, value: str, count: bool = True) -> None:
         with self._lock:
-            self.count += 1
+            self.count += int(count)
             for v in {value, value.strip()}:
                 if len(v) >= MIN_SCRUB_LEN and v not in self._values:
                     self._values.add(v)
@@ -98,7 +98,7 @@ class Redactor:
             # occurrence elsewhere is scrubbed too.
             _, sep, password = m.group("userinfo").partition(":")
             if sep and password:
-                self._remember(password)
+                self._remember(password, count=False)
             return f"{m.group('scheme')}{REDACTED}@"
 
         return _URL_USERINFO.sub(repl, text)

@@ -53,7 +53,7 @@ def _where(row: Mapping[str, Any]) -> str:
 
 def _proc_name(snap: Snapshot, pid: int) -> str:
     facts = snap.processes.get(pid, {})
-    cmd = " ".join(facts.get("cmdline") or []) or facts.get("name") or "?"
+    cmd = " ".join(" ".join(facts.get("cmdline") or []).split()) or facts.get("name") or "?"
     return cmd if len(cmd) <= 80 else cmd[:79] + "…"
 
 
@@ -75,7 +75,7 @@ def findings_blocks(snap: Snapshot) -> List[doc.Block]:
     f = snap.findings
     blocks: List[doc.Block] = [doc.Heading(2, "Findings")]
     # 1. Stuck threads.
-    blocks.append(doc.Heading(3, "Threads stuck in the same stack in both dumps"))
+    blocks.append(doc.Heading(3, "Threads stuck in both dumps (same stack 1 s apart)"))
     items = []
     for dl in f.get("deadlock_suspects", []):
         lines = [

@@ -16,6 +16,7 @@ import dataclasses
 import os
 import time
 from typing import Any
+from typing import Callable
 from typing import Dict
 from typing import List
 from typing import Optional
@@ -199,8 +200,12 @@ def take_dumps(
     chain: List[Tuple[str, DumpFn]],
     pool: concurrent.futures.Executor,
     interval: float = 1.0,
+    on_round: Optional[Callable[[int], None]] = None,
 ) -> Dict[int, ProcessStacks]:
-    """Dumps every pid twice, ``interval`` seconds apart, in parallel; compares the dumps."""
+    """Dumps every pid twice, ``interval`` seconds apart, in parallel; compares the dumps.
+
+    ``on_round(n)`` is called after round ``n`` (1 or 2) has finished.
+    """
     results = {pid: ProcessStacks(pid) for pid in pids}
     for round_no in (0, 1):
         started = time.monotonic()
@@ -214,6 +219,8 @@ def take_dumps(
             if error:
                 res.errors.append(f"dump {round_no + 1}: {error}")
             res.exited = res.exited or gone
+        if on_round is not None:
+            on_round(round_no + 1)
         if round_no == 0:
             # The second round starts one interval after the first one started.
             time.sleep(max(0.0, interval - (time.monotonic() - started)))

@@ -184,7 +184,12 @@ def take_snapshot(
             def work() -> None:
                 try:
                     dumps_box["stacks"] = take_dumps(
-                        py_pids, options.with_locals, chain, pool, DUMP_INTERVAL
+                        py_pids,
+                        options.with_locals,
+                        chain,
+                        pool,
+                        DUMP_INTERVAL,
+                        on_round=lambda n: say(f"dump {n} of 2 taken"),
                     )
                 except Exception as exc:  # never lose the rest of the snapshot
                     dumps_box["error"] = f"{type(exc).__name__}: {exc}"
