@@ -43,6 +43,7 @@ class CpuCollector(Collector):
     """On-CPU stacks (user + kernel) for the whole host or a set of processes."""
 
     name = "cpu"
+    sample_types = SAMPLE_TYPES
 
     def __init__(
         self,

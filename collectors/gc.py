@@ -249,6 +249,7 @@ class GcCollector(Collector):
     """GC collections and pauses of the given Python processes (None: all found at start)."""
 
     name = "gc"
+    sample_types = SAMPLE_TYPES
 
     def __init__(self, pids: Optional[Sequence[int]] = None, slot_ns: Optional[int] = None) -> None:
         self.pids = None if pids is None else [int(p) for p in pids]

@@ -33,6 +33,7 @@ class OffCpuCollector(Collector):
     """Blocked time per thread, for the whole host or a set of processes."""
 
     name = "offcpu"
+    sample_types = SAMPLE_TYPES
 
     def __init__(
         self,

@@ -46,6 +46,7 @@ class SyscallsCollector(Collector):
     """Counts and times every syscall of the host or of a set of processes."""
 
     name = "syscalls"
+    sample_types = SAMPLE_TYPES
 
     def __init__(
         self,

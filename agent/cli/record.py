@@ -1,15 +1,359 @@
-"""The `hostprof record` subcommand (being built: see the open issues)."""
+"""The `hostprof record` subcommand: sample a process (or a launched program) into a profile."""
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+import time
+from typing import Callable
+from typing import Dict
+from typing import List
+from typing import Optional
 
+import numpy as np
+
+from hostprof._errors import DependencyError
+from hostprof._errors import TargetError
 from hostprof._errors import UsageError
 from hostprof.cli._common import Command
+from hostprof.cli._common import add_pid_option
+from hostprof.cli._common import check_pid
+from hostprof.cli._common import positive_float
+from hostprof.collectors._base import Collector
+from hostprof.collectors._batch import RawBatch
+from hostprof.collectors.python import SAMPLE_TYPES
+from hostprof.collectors.python import PythonCollector
+from hostprof.io import write_profile
+from hostprof.model import CPU_NS
+from hostprof.model import Frame
+from hostprof.session import END_INTERRUPTED
+from hostprof.session import END_TARGET_EXITED
+from hostprof.session import Progress
+from hostprof.session import Session
+from hostprof.session import SessionResult
+
+CollectorFactory = Callable[[List[int], argparse.Namespace], Optional[Collector]]
+
+
+def _python_factory(pids: List[int], args: argparse.Namespace) -> Optional[Collector]:
+    return PythonCollector.probe(
+        pids,
+        rate=args.rate,
+        idle=args.idle,
+        gil_only=args.gil,
+        subprocesses=args.subprocesses,
+    )
+
+
+COLLECTORS: Dict[str, CollectorFactory] = {"python": _python_factory}
+"""Collectors ``--collect`` can name: name -> factory(pids, args). Extend, don't replace."""
+
+EBPF_COLLECTORS = ("cpu", "offcpu", "syscalls", "gc")
+"""eBPF collectors (issue 4); bcc is imported only when one is asked for."""
+
+
+def _ebpf_factory(name: str) -> CollectorFactory:
+    def factory(pids: List[int], args: argparse.Namespace) -> Optional[Collector]:
+        from hostprof.collectors import _ebpf
+
+        slot = {"slot_ns": _ebpf.DEFAULT_SLOT_NS}
+        if name == "cpu":
+            from hostprof.collectors.cpu import CpuCollector
+
+            return CpuCollector.probe(pids, frequency=int(args.rate) or 99, **slot)
+        if name == "offcpu":
+            from hostprof.collectors.offcpu import OffCpuCollector
+
+            return OffCpuCollector.probe(pids, **slot)
+        if name == "syscalls":
+            from hostprof.collectors.syscalls import SyscallsCollector
+
+            return SyscallsCollector.probe(pids, **slot)
+        from hostprof.collectors.gc import GcCollector
+
+        return GcCollector.probe(pids, **slot)
+
+    return factory
+
+
+for _name in EBPF_COLLECTORS:
+    COLLECTORS[_name] = _ebpf_factory(_name)
 
 
 class RecordCommand(Command):
-    """hostprof record (not available yet in this build)."""
+    """Record a profile of a running Python process, or of a program it launches.
+
+    Samples every thread's Python stack from outside the process (process_vm_readv; the target
+    is never paused) at --rate Hz, until --duration passes, Ctrl-C, or the target exits. Then
+    writes the profile in the format named by the output file's extension: .html (interactive
+    flamegraph), .pprof, .folded, .speedscope.json.
+
+    examples:
+      hostprof record --pid 1234 -o profile.pprof              30 s... or until Ctrl-C
+      hostprof record --pid 1234 --duration 10 -o out.folded   10 s, folded stacks
+      hostprof record --pid 1234 --rate 1000 --idle --threads  1 kHz, idle threads, per thread
+      hostprof record -o out.html -- python app.py --port 80   launch and profile a program
+      hostprof record --pid 1234 --gil -o gil.folded           only the thread holding the GIL
+    """
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        add_pid_option(parser)
+        parser.add_argument(
+            "-r",
+            "--rate",
+            type=positive_float,
+            default=100.0,
+            help="samples per second per process (default 100)",
+        )
+        parser.add_argument(
+            "-d",
+            "--duration",
+            type=positive_float,
+            default=None,
+            help="seconds to record (default: until Ctrl-C or the target exits)",
+        )
+        parser.add_argument(
+            "-o",
+            "--output",
+            default=None,
+            help="output file; the extension picks the format "
+            "(default hostprof-PID.folded); '-' for stdout (folded)",
+        )
+        parser.add_argument(
+            "-f",
+            "--format",
+            default=None,
+            choices=["folded", "pprof", "speedscope", "html"],
+            help="output format, overriding the extension",
+        )
+        parser.add_argument(
+            "--threads",
+            action="store_true",
+            help="split the flamegraph by thread (a root frame per thread)",
+        )
+        parser.add_argument(
+            "--idle", action="store_true", help="keep samples of idle threads (sleeping, blocked)"
+        )
+        parser.add_argument(
+            "--gil", action="store_true", help="keep only samples of the thread holding the GIL"
+        )
+        parser.add_argument(
+            "--subprocesses", action="store_true", help="also profile Python child processes"
+        )
+        parser.add_argument(
+            "--native",
+            action="store_true",
+            help="add native and kernel stacks (eBPF 'cpu' collector)",
+        )
+        parser.add_argument(
+            "--collect", default="python", help="comma-separated collectors (default: python)"
+        )
+        parser.add_argument(
+            "command", nargs=argparse.REMAINDER, help="program to launch and profile, after '--'"
+        )
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        raise UsageError("'hostprof record' is not available in this build yet")
+        command = list(args.command or [])
+        if command and command[0] == "--":
+            command = command[1:]
+        if command and args.pid:
+            raise UsageError("give either --pid or a command after '--', not both", "")
+        names = [n.strip() for n in args.collect.split(",") if n.strip()]
+        if args.native and "cpu" not in names:
+            names.append("cpu")
+        unknown = [n for n in names if n not in COLLECTORS]
+        if unknown:
+            hint = f"available: {', '.join(sorted(COLLECTORS))}"
+            if "cpu" in unknown:
+                raise DependencyError(
+                    "native stacks need the eBPF 'cpu' collector, which is not in this build",
+                    hint,
+                )
+            raise UsageError(f"unknown collector(s): {', '.join(unknown)}", hint)
+        if set(names) & set(EBPF_COLLECTORS) and "python" in names:
+            # eBPF events are charged to Python stacks, blocked threads included.
+            args.idle = True
+        child: Optional[subprocess.Popen] = None
+        if command:
+            child = _launch(command)
+            pid = child.pid
+        else:
+            pid = check_pid(args.pid)
+        output = args.output or f"hostprof-{pid}.{_default_ext(args.format)}"
+        try:
+            collectors = _probe_all(names, pid, args, child)
+            result = _record(collectors, pid, args)
+        finally:
+            if child is not None and child.poll() is None and args.duration is not None:
+                child.terminate()
+        fmt = write_profile(result.profile, output, args.format)
+        _report(result, pid, output, fmt)
+        if child is not None:
+            code = child.wait()
+            if code:
+                print(f"hostprof: the program exited with code {code}", file=sys.stderr)
+        return 0
+
+
+def _default_ext(fmt: Optional[str]) -> str:
+    return {"pprof": "pprof", "speedscope": "speedscope.json", "html": "html"}.get(
+        fmt or "", "folded"
+    )
+
+
+def _launch(command: List[str]) -> subprocess.Popen:
+    try:
+        return subprocess.Popen(command)
+    except FileNotFoundError:
+        raise UsageError(
+            f"cannot run {command[0]!r}: no such program", "check the command"
+        ) from None
+    except PermissionError:
+        raise UsageError(f"cannot run {command[0]!r}: permission denied", "") from None
+
+
+def _probe_all(
+    names: List[str], pid: int, args: argparse.Namespace, child: Optional[subprocess.Popen]
+) -> List[Collector]:
+    """Probes every collector; a launched program gets a few seconds to start its interpreter."""
+    deadline = time.monotonic() + (5.0 if child is not None else 0.0)
+    while True:
+        try:
+            collectors = []
+            for name in names:
+                c = COLLECTORS[name]([pid], args)
+                if c is not None:
+                    collectors.append(c)
+            return collectors
+        except TargetError:
+            if child is None or time.monotonic() >= deadline:
+                raise
+            if child.poll() is not None:
+                raise TargetError(
+                    f"the program exited (code {child.returncode}) before it could be profiled",
+                    "check that it is a Python program and runs on its own",
+                ) from None
+            time.sleep(0.02)
+
+
+def _thread_roots(threads: bool) -> Callable[[List[RawBatch]], List[RawBatch]]:
+    """A batch hook that adds a root frame ``<thread NAME (TID)>`` per sample."""
+
+    def hook(batches: List[RawBatch]) -> List[RawBatch]:
+        if not threads:
+            return batches
+        return [_add_thread_root(b) for b in batches]
+
+    return hook
+
+
+def _add_thread_root(b: RawBatch) -> RawBatch:
+    n = len(b)
+    if n == 0:
+        return b
+    uniq, inverse = np.unique(b.tid, return_inverse=True)
+    base = len(b.frames)
+    frames = list(b.frames) + [
+        Frame.synthetic(f"<thread {b.thread_names.get(int(t), '')} ({int(t)})>".replace("  ", " "))
+        for t in uniq.tolist()
+    ]
+    lengths = np.diff(b.stack_offsets)
+    new_offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths + 1, out=new_offsets[1:])
+    out = np.empty(int(new_offsets[-1]), dtype=np.uint32)
+    starts = new_offsets[:-1]
+    out[starts] = (base + inverse.reshape(-1)).astype(np.uint32)
+    mask = np.ones(len(out), dtype=bool)
+    mask[starts] = False
+    out[mask] = b.stack_frames
+    b.frames = frames
+    b.stack_frames = out
+    b.stack_offsets = new_offsets
+    return b
+
+
+def _record(collectors: List[Collector], pid: int, args: argparse.Namespace) -> SessionResult:
+    period = int(1e9 / args.rate)
+    sample_types = list(SAMPLE_TYPES)
+    for c in collectors:
+        sample_types += [t for t in getattr(c, "sample_types", ()) if t not in sample_types]
+    session = Session(
+        collectors,
+        sample_types,
+        period_type=CPU_NS,
+        period=period,
+        static_labels=None,
+        drain_interval=0.5,
+    )
+    if any(c.name in EBPF_COLLECTORS for c in collectors) and any(
+        c.name == "python" for c in collectors
+    ):
+        from hostprof.merge import PythonMerger
+
+        session.batch_hooks.append(PythonMerger(interval_ns=period))
+    session.batch_hooks.append(_thread_roots(args.threads))
+    version = ""
+    for c in collectors:
+        if isinstance(c, PythonCollector) and pid in c.targets:
+            version = f" (Python {c.targets[pid].proc.version})"
+    what = f"pid {pid}{version}"
+    if sys.stderr.isatty():
+        return _record_live(session, what, args)
+    print(f"hostprof: recording {what} at {args.rate:g} Hz; Ctrl-C to stop", file=sys.stderr)
+    return session.run(args.duration)
+
+
+def _record_live(session: Session, what: str, args: argparse.Namespace) -> SessionResult:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    console = Console(stderr=True)
+    text = Text(f"recording {what} at {args.rate:g} Hz... (Ctrl-C to stop)")
+    with Live(text, console=console, refresh_per_second=4, transient=True) as live:
+
+        def progress(p: Progress) -> None:
+            live.update(Text(_progress_line(what, p.elapsed, p.samples, p.stats)))
+
+        return session.run(args.duration, on_progress=progress)
+
+
+def _progress_line(
+    what: str, elapsed: float, samples: int, stats: Dict[str, Dict[str, float]]
+) -> str:
+    py = stats.get("python", {})
+    return (
+        f"recording {what}: {elapsed:5.1f} s, {samples} samples, "
+        f"{py.get('rate', 0.0):.1f} Hz achieved, "
+        f"{100 * py.get('efficiency', 1.0):.1f}% sampling efficiency, "
+        f"{int(py.get('errors', 0) + py.get('torn_dropped', 0))} errors (Ctrl-C to stop)"
+    )
+
+
+def _report(result: SessionResult, pid: int, output: str, fmt: str) -> None:
+    py = result.stats.get("python", {})
+    where = "stdout" if output == "-" else output
+    if result.reason == END_TARGET_EXITED:
+        print(
+            f"hostprof: process {pid} exited after {result.elapsed:.1f} s; "
+            "wrote what was collected",
+            file=sys.stderr,
+        )
+    elif result.reason == END_INTERRUPTED:
+        print(
+            f"hostprof: interrupted after {result.elapsed:.1f} s; wrote what was collected",
+            file=sys.stderr,
+        )
+    print(
+        f"hostprof: wrote {where} ({fmt}): {result.samples} samples in {result.elapsed:.1f} s, "
+        f"{py.get('rate', 0.0):.1f} Hz achieved, "
+        f"{100 * py.get('efficiency', 1.0):.1f}% sampling efficiency, "
+        f"{int(py.get('late', 0))} late ticks",
+        file=sys.stderr,
+    )
+    if result.samples == 0:
+        print(
+            "hostprof: no samples: every thread was idle (add --idle to include idle threads)",
+            file=sys.stderr,
+        )
