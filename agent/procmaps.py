@@ -82,8 +82,9 @@ def read_maps(pid: int) -> List[Mapping]:
         ) from None
     except PermissionError:
         raise PermissionDeniedError(
-            f"cannot read /proc/{pid}/maps: permission denied",
-            "run as root or as the process's user with CAP_SYS_PTRACE",
+            f"permission denied reading /proc/{pid}/maps",
+            "run as root or with CAP_SYS_PTRACE; for same-user targets check Yama "
+            "(sysctl kernel.yama.ptrace_scope=0)",
         ) from None
     return parse_maps(text)
 

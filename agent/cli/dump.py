@@ -1,15 +1,91 @@
-"""The `hostprof dump` subcommand (being built: see the open issues)."""
+"""The `hostprof dump` subcommand: every thread's Python stack of a live process, now."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from typing import Any
+from typing import Dict
+from typing import List
 
-from hostprof._errors import UsageError
 from hostprof.cli._common import Command
+from hostprof.cli._common import add_pid_option
+from hostprof.cli._common import check_pid
+from hostprof.native.pyprocess import PyProcess
+from hostprof.native.pyprocess import ThreadStack
+from hostprof.native.pyprocess import attach
 
 
 class DumpCommand(Command):
-    """hostprof dump (not available yet in this build)."""
+    """Print every thread's Python stack of a running process, without pausing it.
+
+    For each thread: OS thread id and name, whether it holds the GIL, whether it is running
+    the cyclic garbage collector, and its OS state (running, sleeping, disk wait). Frames are
+    printed innermost last, like a Python traceback.
+
+    examples:
+      hostprof dump --pid 1234              human-readable stacks
+      hostprof dump --pid 1234 --json       machine-readable (one JSON object)
+    """
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        add_pid_option(parser, required=True)
+        parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        raise UsageError("'hostprof dump' is not available in this build yet")
+        pid = check_pid(args.pid)
+        proc = attach(pid)
+        try:
+            stacks = proc.stacks()
+            if args.json:
+                json.dump(to_json(proc, stacks), sys.stdout, indent=2)
+                sys.stdout.write("\n")
+            else:
+                sys.stdout.write(to_text(proc, stacks))
+        finally:
+            proc.close()
+        return 0
+
+
+def to_json(proc: PyProcess, stacks: List[ThreadStack]) -> Dict[str, Any]:
+    """The dump as a JSON-able dict (frames innermost last)."""
+    return {
+        "pid": proc.pid,
+        "python": proc.version,
+        "threads": [
+            {
+                "tid": s.tid,
+                "thread_id": s.thread_id,
+                "name": s.name,
+                "holds_gil": s.holds_gil,
+                "in_gc": s.in_gc,
+                "os_state": s.os_state,
+                "frames": [
+                    {"function": f.function, "file": f.file, "line": f.line} for f in s.frames
+                ],
+            }
+            for s in stacks
+        ],
+    }
+
+
+def to_text(proc: PyProcess, stacks: List[ThreadStack]) -> str:
+    """The dump as traceback-like text."""
+    lines = [f"Process {proc.pid}: Python {proc.version} ({proc.binary})"]
+    for s in stacks:
+        marks = [s.os_state]
+        if s.holds_gil:
+            marks.append("holds the GIL")
+        if s.in_gc:
+            marks.append("in GC")
+        lines.append("")
+        lines.append(f"Thread {s.tid} {s.name!r} ({', '.join(marks)})")
+        if not s.frames:
+            lines.append("    (no Python frames)")
+        for f in s.frames:
+            if f.file:
+                lines.append(f"    {f.function} ({f.file}:{f.line})")
+            else:
+                lines.append(f"    {f.function}")
+    return "\n".join(lines) + "\n"

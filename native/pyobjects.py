@@ -1,0 +1,196 @@
+"""Reading a few kinds of Python objects out of a target's memory: str, int, dict, instance
+attributes. Slow path (plain Python over :meth:`Reader.read`), used once per new thread to
+find ``threading._active`` names, never per sample.
+
+Layouts (facts of CPython's headers, x86-64):
+
+* dict keys, 3.9/3.10: ``dk_refcnt, dk_size, dk_lookup, dk_usable, dk_nentries`` then
+  ``dk_indices`` (``dk_size`` entries of 1/2/4/8 bytes), then 24-byte (hash, key, value)
+  entries. 3.11+: ``dk_refcnt`` (8), ``dk_log2_size``, ``dk_log2_index_bytes``, ``dk_kind``
+  (bytes at 8, 9, 10), ``dk_usable`` at 16, ``dk_nentries`` at 24, indices at 32, then
+  entries of 24 bytes (general) or 16 bytes (key, value: unicode-only and split tables).
+* split values: 3.11/3.12 ``PyDictValues`` is the value array; 3.13+ has a 8-byte header.
+* instance dicts: 3.9/3.10 at ``tp_dictoffset``; 3.11 managed dict at ``obj - 24`` and values
+  at ``obj - 32``; 3.12 a dict-or-values word at ``obj - 24`` (odd: values - 1); 3.13 managed dict at
+  ``obj - 24`` or inline values at ``obj + tp_basicsize``.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+from typing import Dict
+from typing import Iterator
+from typing import Optional
+from typing import Tuple
+
+if TYPE_CHECKING:
+    from hostprof.native.pyprocess import PyProcess
+
+_TPFLAGS_MANAGED_DICT = 1 << 4
+_TPFLAGS_INLINE_VALUES = 1 << 2
+_TYPE_BASICSIZE = 32
+_TYPE_FLAGS = 168
+_TYPE_DICTOFFSET = 288
+# PyHeapTypeObject.ht_cached_keys, from the generated tables (3.9-3.13).
+_CACHED_KEYS = {9: 864, 10: 872, 11: 872, 12: 880, 13: 880}
+_MAX_ENTRIES = 100_000
+
+
+class ObjectReader:
+    """Reads objects of one target. Raises OSError subclasses when memory is unreadable."""
+
+    def __init__(self, proc: PyProcess) -> None:
+        self.proc = proc
+        self.read = proc.reader.read
+        self.minor = proc.version_hex >> 16 & 0xFF
+        self.o = proc.offsets
+
+    def ptr(self, addr: int) -> int:
+        return struct.unpack("<Q", self.read(addr, 8))[0]
+
+    def str(self, addr: int) -> Optional[str]:
+        """A compact str object's value, or None."""
+        o = self.o
+        state = struct.unpack("<I", self.read(addr + o["unicode_state"], 4))[0]
+        length = struct.unpack("<q", self.read(addr + o["unicode_length"], 8))[0]
+        shift = o["unicode_kind_shift"]
+        kind, compact, ascii_ = (
+            (state >> shift) & 7,
+            (state >> (shift + 3)) & 1,
+            (state >> (shift + 4)) & 1,
+        )
+        if not compact or kind not in (1, 2, 4) or not 0 <= length <= 4096:
+            return None
+        start = addr + (o["unicode_ascii_size"] if ascii_ else o["unicode_compact_size"])
+        raw = self.read(start, length * kind) if length else b""
+        codec = {1: "latin-1", 2: "utf-16-le", 4: "utf-32-le"}[kind]
+        return raw.decode(codec, "replace")
+
+    def int(self, addr: int) -> int:
+        """A PyLong's value."""
+        head = struct.unpack("<q", self.read(addr + 16, 8))[0]
+        if self.minor >= 12:
+            ndigits, sign = head >> 3, 1 - (head & 3)
+        else:
+            ndigits, sign = abs(head), (1 if head >= 0 else -1)
+        if ndigits > 8:
+            raise ValueError("int too large")
+        digits = struct.unpack(f"<{ndigits}I", self.read(addr + 24, 4 * ndigits)) if ndigits else ()
+        value = 0
+        for d in reversed(digits):
+            value = (value << 30) | d
+        return sign * value
+
+    # ------------------------------------------------------------------------- dicts
+    def _keys_layout(self, keys: int) -> Tuple[int, int, int, bool]:
+        """(entries address, entry count, entry size, split/unicode-kind) of a keys object."""
+        if self.minor <= 10:
+            size, _lookup, _usable, nentries = struct.unpack("<qQqq", self.read(keys + 8, 32))
+            width = 1 if size <= 0xFF else 2 if size <= 0xFFFF else 4 if size <= 0xFFFFFFFF else 8
+            return keys + 40 + size * width, nentries, 24, False
+        log2_size, log2_index_bytes, kind = struct.unpack("<BBB", self.read(keys + 8, 3))
+        nentries = struct.unpack("<q", self.read(keys + 24, 8))[0]
+        entry_size = 24 if kind == 0 else 16
+        return keys + 32 + (1 << log2_index_bytes), nentries, entry_size, kind != 0
+
+    def _values_base(self, values: int) -> int:
+        return values + (8 if self.minor >= 13 else 0)
+
+    def keys_items(self, keys: int, values: int = 0) -> Iterator[Tuple[int, int]]:
+        """(key address, value address) of a keys object, values from ``values`` if split."""
+        entries, n, size, _ = self._keys_layout(keys)
+        n = min(n, _MAX_ENTRIES)
+        if n <= 0:
+            return
+        blob = self.read(entries, n * size)
+        base = self._values_base(values) if values else 0
+        for i in range(n):
+            if size == 24:
+                _h, k, v = struct.unpack_from("<qQQ", blob, i * 24)
+            else:
+                k, v = struct.unpack_from("<QQ", blob, i * 16)
+            if values:
+                v = self.ptr(base + 8 * i)
+            if k and v:
+                yield k, v
+
+    def dict_items(self, addr: int) -> Iterator[Tuple[int, int]]:
+        """(key address, value address) pairs of a dict object."""
+        keys = self.ptr(addr + self.o["_dict_keys"])
+        values = self.ptr(addr + self.o["_dict_values"])
+        yield from self.keys_items(keys, values)
+
+    def dict_get_str(self, addr: int, name: str) -> Optional[int]:
+        """The value address for str key ``name`` in a dict, or None."""
+        for k, v in self.dict_items(addr):
+            if self.str(k) == name:
+                return v
+        return None
+
+    # ---------------------------------------------------------------------- attributes
+    def attribute(self, obj: int, name: str) -> Optional[int]:
+        """An instance attribute stored in the object's __dict__ (or its inline values)."""
+        tp = self.ptr(obj + 8)
+        flags = struct.unpack("<Q", self.read(tp + _TYPE_FLAGS, 8))[0]
+        if self.minor <= 10 or not flags & _TPFLAGS_MANAGED_DICT:
+            dictoffset = struct.unpack("<q", self.read(tp + _TYPE_DICTOFFSET, 8))[0]
+            if dictoffset <= 0:
+                return None
+            d = self.ptr(obj + dictoffset)
+            return self.dict_get_str(d, name) if d else None
+        cached_keys = self.ptr(tp + _CACHED_KEYS[self.minor])
+        if self.minor == 11:
+            d = self.ptr(obj - 24)
+            if d:
+                return self.dict_get_str(d, name)
+            values = self.ptr(obj - 32)
+            return self._split_get(cached_keys, values, name) if values else None
+        if self.minor == 12:
+            word = self.ptr(obj - 24)
+            if word & 1:  # tagged: the word is the values pointer minus one
+                return self._split_get(cached_keys, word + 1, name)
+            return self.dict_get_str(word, name) if word else None
+        d = self.ptr(obj - 24)
+        if d:
+            return self.dict_get_str(d, name)
+        if flags & _TPFLAGS_INLINE_VALUES:
+            basicsize = struct.unpack("<q", self.read(tp + _TYPE_BASICSIZE, 8))[0]
+            return self._split_get(cached_keys, obj + basicsize, name)
+        return None
+
+    def _split_get(self, keys: int, values: int, name: str) -> Optional[int]:
+        for k, v in self.keys_items(keys, values):
+            if self.str(k) == name:
+                return v
+        return None
+
+
+def threading_names(proc: PyProcess) -> Dict[int, str]:
+    """``threading.get_ident()`` -> thread name, from ``threading._active`` in the target.
+
+    Supported on 3.9-3.13 (3.14+ names reach the OS thread name instead). Returns {} when
+    ``threading`` is not imported.
+    """
+    r = ObjectReader(proc)
+    if r.minor > 13 or proc.free_threaded:
+        return {}
+    modules = r.ptr(proc.reader.interp_addr + r.o["_interp_modules"])
+    if not modules:
+        return {}
+    mod = r.dict_get_str(modules, "threading")
+    if not mod:
+        return {}
+    md_dict = r.ptr(mod + 16)
+    active = r.dict_get_str(md_dict, "_active")
+    out: Dict[int, str] = {}
+    if not active:
+        return out
+    for k, thread in r.dict_items(active):
+        ident = r.int(k)
+        name_obj = r.attribute(thread, "_name")
+        if name_obj:
+            name = r.str(name_obj)
+            if name is not None:
+                out[ident & 0xFFFFFFFFFFFFFFFF] = name
+    return out
