@@ -10,9 +10,9 @@ Layouts (facts of CPython's headers, x86-64):
   (bytes at 8, 9, 10), ``dk_usable`` at 16, ``dk_nentries`` at 24, indices at 32, then
   entries of 24 bytes (general) or 16 bytes (key, value: unicode-only and split tables).
 * split values: 3.11/3.12 ``PyDictValues`` is the value array; 3.13+ has a 8-byte header.
-* instance dicts: 3.9/3.10 at ``tp_dictoffset``; 3.11 managed dict at ``obj - 24`` and values
-  at ``obj - 32``; 3.12 a dict-or-values word at ``obj - 24`` (odd: values - 1); 3.13 managed dict at
-  ``obj - 24`` or inline values at ``obj + tp_basicsize``.
+* instance dicts: 3.9/3.10 at ``tp_dictoffset``; 3.11 managed dict at ``obj - 24`` and
+  values at ``obj - 32``; 3.12 a dict-or-values word at ``obj - 24`` (odd: values - 1);
+  3.13 managed dict at ``obj - 24`` or inline values at ``obj + tp_basicsize``.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class ObjectReader:
             size, _lookup, _usable, nentries = struct.unpack("<qQqq", self.read(keys + 8, 32))
             width = 1 if size <= 0xFF else 2 if size <= 0xFFFF else 4 if size <= 0xFFFFFFFF else 8
             return keys + 40 + size * width, nentries, 24, False
-        log2_size, log2_index_bytes, kind = struct.unpack("<BBB", self.read(keys + 8, 3))
+        _log2_size, log2_index_bytes, kind = struct.unpack("<BBB", self.read(keys + 8, 3))
         nentries = struct.unpack("<q", self.read(keys + 24, 8))[0]
         entry_size = 24 if kind == 0 else 16
         return keys + 32 + (1 << log2_index_bytes), nentries, entry_size, kind != 0
