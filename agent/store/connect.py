@@ -36,6 +36,14 @@ def is_json(content_type: str) -> bool:
     return content_type.split(";")[0].strip().lower() in (JSON, "application/connect+json")
 
 
+def _repeated(f: FieldDescriptor) -> bool:
+    # protobuf 6+ has is_repeated; older runtimes only have label.
+    flag = getattr(f, "is_repeated", None)
+    if flag is not None:
+        return bool(flag)
+    return f.label == FieldDescriptor.LABEL_REPEATED
+
+
 def _normalise(value: Any, desc: Descriptor) -> Dict[str, Any]:
     """Renames lowerCamelCase keys to proto field names, recursively."""
     if not isinstance(value, dict):
@@ -50,7 +58,7 @@ def _normalise(value: Any, desc: Descriptor) -> Dict[str, Any]:
         if f is None:
             continue  # unknown fields are ignored, as the protobuf JSON mapping allows
         if f.type == FieldDescriptor.TYPE_MESSAGE and item is not None:
-            if f.label == FieldDescriptor.LABEL_REPEATED:
+            if _repeated(f):
                 if not isinstance(item, list):
                     raise FormatError(f"field {key!r} must be a JSON array")
                 item = [_normalise(x, f.message_type) for x in item]
