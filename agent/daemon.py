@@ -46,6 +46,7 @@ from hostprof.control import StatusServer
 from hostprof.discovery import Discovery
 from hostprof.discovery import Match
 from hostprof.discovery import TargetKey
+from hostprof.discovery import read_start_ticks
 from hostprof.metrics import Metrics
 from hostprof.metrics import MetricsServer
 from hostprof.push import LabelPairs
@@ -138,6 +139,7 @@ class _Handle:
     errors: int = 0
     samples: int = 0
     drain_s: float = 0.0
+    revivals: List[float] = dataclasses.field(default_factory=list)
     state: str = "starting"
     """``running``, ``failed``, ``dropped`` (budget), ``n/a`` (does not apply)."""
 
@@ -448,6 +450,9 @@ class Daemon:
         if c is not None:
             try:
                 c.stop()
+                close = getattr(c, "close", None)  # frees native readers (fds, memory)
+                if callable(close):
+                    close()
             except Exception as exc:
                 log.debug("collector %s stop failed: %s", h.name, exc)
 
@@ -518,6 +523,35 @@ class Daemon:
             batch = self._drain_handle(h, target)
             if batch is not None:
                 self._add(target, h, batch)
+            if h.collector is not None and getattr(h.collector, "finished", False):
+                self._revive(target, h)
+
+    def _revive(self, target: _Target, h: _Handle) -> None:
+        """A collector stopped sampling on its own: re-attach if the process still lives.
+
+        (A sampling loop ends on an unreadable instant, e.g. mid-exec; the process exiting is
+        discovery's job.) Repeated failures mark the collector failed instead of spinning.
+        """
+        if read_start_ticks(target.pid) != target.key[1]:
+            return  # exiting: discovery finalises it
+        codes = (
+            [getattr(t, "exit_code", None) for t in getattr(h.collector, "targets", {}).values()]
+            if hasattr(h.collector, "targets")
+            else []
+        )
+        now = time.monotonic()
+        h.revivals = [t for t in h.revivals if now - t < 60.0] + [now]
+        h.error = f"sampling loop ended (code {codes[0] if codes else '?'}); re-attached"
+        self.metrics.inc("hostprof_agent_collector_errors_total", collector=h.name)
+        self._stop_handle(h)
+        if len(h.revivals) > 5:
+            h.state = "failed"
+            h.error = h.error.replace("re-attached", "gave up")
+            if all(x.state != "running" for x in target.handles.values()):
+                target.state, target.error = "failed", h.error
+            log.warning("pid %d: %s", target.pid, h.error)
+            return
+        self._start_handle(h, [target.pid])
 
     def _drain_handle(self, h: _Handle, target: Optional[_Target]) -> Optional[RawBatch]:
         if h.collector is None:
@@ -654,8 +688,9 @@ class Daemon:
         if action.kind in ("lower_rates", "restore_rates"):
             for h in self._all_handles():
                 new = self._scaled(h.requested_hz)
-                if h in self.shared.values() and not callable(getattr(h.collector, "set_rate",
-                                                                      None)):
+                if h in self.shared.values() and not callable(
+                    getattr(h.collector, "set_rate", None)
+                ):
                     # Reloading a BPF program costs more than it saves: step 2 drops it.
                     continue
                 if h.state == "running" and abs(new - h.rate_hz) > 1e-9:

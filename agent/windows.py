@@ -35,6 +35,11 @@ PROFILE_NAMES = {
 }
 """``__name__`` label per collector: ``process_cpu`` is what Pyroscope's SDKs send."""
 
+KEEP_TYPES = {"python": (CPU_NS,)}
+"""Value columns pushed per collector (others: all of the batch's). ``process_cpu`` carries
+``cpu:nanoseconds`` only, like the SDK: the python collector's ``samples`` and ``wall`` columns
+would double the payload for information the period already gives."""
+
 SeriesKey = Tuple[str, str]
 """(target id, collector name)."""
 
@@ -71,15 +76,15 @@ class WindowBuilder:
         if len(batch) == 0 and not (batch.lost or batch.missed):
             return
         entry = self._open.get(key)
-        if entry is None or [str(s) for s in entry.aggregator.profile.sample_types] != [
-            str(s) for s in batch.sample_types
-        ]:
+        wanted = list(KEEP_TYPES.get(key[1], batch.sample_types))
+        have = [str(s) for s in entry.aggregator.profile.sample_types] if entry else []
+        if entry is None or not all(str(t) in have for t in wanted):
             if entry is not None:
                 # A collector changed its columns mid-window: keep both by merging columns.
                 types = list(entry.aggregator.profile.sample_types)
-                types += [t for t in batch.sample_types if t not in types]
+                types += [t for t in wanted if str(t) not in have]
             else:
-                types = list(batch.sample_types)
+                types = wanted
             period = int(1e9 / rate_hz) if rate_hz > 0 else 0
             agg = Aggregator(
                 types,
