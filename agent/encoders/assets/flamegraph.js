@@ -49,7 +49,8 @@
     if (name.length > 4 && name.slice(-4) === "_[k]") {
       return { func: name.slice(0, -4), file: "", line: 0, kind: KIND_KERNEL };
     }
-    if (name.charAt(0) === "<" && name.charAt(name.length - 1) === ">") {
+    // "other" is the store's bucket of subtrees merged away by maxNodes.
+    if ((name.charAt(0) === "<" && name.charAt(name.length - 1) === ">") || name === "other") {
       return { func: name, file: "", line: 0, kind: KIND_SYNTHETIC };
     }
     if ((m = PY_RE.exec(name))) {
@@ -809,10 +810,15 @@
     var limit = options.limit || 200;
     var rows = fg.topFunctions();
     var double = fg.format === "double";
-    var sortKey = table.dataset.sortKey || "self";
     var cols = double
       ? [["name", "Function"], ["leftSelf", "Self (baseline)"], ["rightSelf", "Self (comparison)"], ["diff", "Δ self"], ["rightTotal", "Total (comparison)"]]
       : [["name", "Function"], ["self", "Self"], ["selfPct", "Self %"], ["total", "Total"], ["totalPct", "Total %"]];
+    // Keep the user's sort column while it exists in this mode (single and diff differ).
+    var sortKey = table.dataset.sortKey;
+    var sortKeys = cols.map(function (c) {
+      return c[0];
+    });
+    if (sortKeys.indexOf(sortKey) < 0) sortKey = double ? "diff" : "self";
     rows.forEach(function (r) {
       r.selfPct = r.self;
       r.totalPct = r.total;

@@ -1,0 +1,281 @@
+"""The store's web UI in real headless Chromium against a real `hostprof store serve`.
+
+Profiles go in through the legacy ``/ingest`` endpoint as folded text; the test then drives the
+page the way a user would: pick a service, read the flamegraph, add a label filter, compare two
+time ranges. Screenshots go to artifacts/store-ui*.png.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+from typing import Tuple
+
+import pytest
+
+from tests._browser import Browser
+from tests._browser import Page
+from tests._browser import browser
+from tests._browser import wait_http
+from tests.conftest import require_tool
+
+pytestmark = pytest.mark.browser
+
+# Window A (20 min ago, env=prod): mostly work_hard. Window B (5 min ago, env=staging): mostly
+# idle_wait, plus a new parse_json. At 100 Hz one sample is 10 ms of CPU.
+WINDOW_A = (
+    "main (app.py:1);run (app.py:5);work_hard (app.py:20) 70\n"
+    "main (app.py:1);run (app.py:5);idle_wait (app.py:30) 20\n"
+    "main (app.py:1);run (app.py:5);work_hard (app.py:20);memcpy [libc.so.6] 10\n"
+)
+WINDOW_B = (
+    "main (app.py:1);run (app.py:5);work_hard (app.py:20) 20\n"
+    "main (app.py:1);run (app.py:5);idle_wait (app.py:30) 70\n"
+    "main (app.py:1);run (app.py:5);parse_json (app.py:44);do_syscall_64_[k] 50\n"
+)
+OTHER = "serve (web.py:3);handle (web.py:9) 40\n"
+CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ingest(base: str, name: str, folded: str, start: int) -> None:
+    params = urllib.parse.urlencode(
+        {"name": name, "from": start, "until": start + 10, "format": "folded", "sampleRate": 100}
+    )
+    req = urllib.request.Request(f"{base}/ingest?{params}", data=folded.encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[str, int]]:
+    """A real store with two services; yields (base URL, time of window B)."""
+    require_tool("chromium")
+    data = tmp_path_factory.mktemp("store")
+    port = free_port()
+    log = open(data / "store.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hostprof",
+            "store",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--data",
+            str(data / "db"),
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/api/services", timeout=30, proc=proc)
+        now = int(time.time())
+        ingest(base, "checkout.cpu{env=prod}", WINDOW_A, now - 1200)
+        ingest(base, "checkout.cpu{env=staging}", WINDOW_B, now - 300)
+        ingest(base, "api-gateway.cpu{env=prod}", OTHER, now - 600)
+        yield base, now - 300
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    require_tool("chromium")
+    with browser(width=1400, height=1000) as b:
+        yield b
+
+
+def settled(page: Page, renders: int) -> None:
+    page.wait_for(
+        f"window.hostprofStore && hostprofStore.renders > {renders} && hostprofStore.loading === 0",
+        message="the UI to finish loading",
+    )
+
+
+def drawn_names(page: Page) -> list:
+    return page.evaluate("hostprofStore.fg.drawn.map(d => d.name)")
+
+
+def click_element(page: Page, selector: str) -> None:
+    x, y = page.evaluate(
+        f"(() => {{ const e = document.querySelector({selector!r}); e.scrollIntoView();"
+        " const r = e.getBoundingClientRect();"
+        " return [r.left + r.width / 2, r.top + r.height / 2]; })()"
+    )
+    page.click(x, y)
+
+
+def test_pick_a_service_and_see_its_flamegraph(
+    store: Tuple[str, int], chromium: Browser, artifacts: Path
+) -> None:
+    base, _ = store
+    page = chromium.new_page()
+    # GIVEN the UI at the store's root
+    page.navigate(base + "/")
+    settled(page, 0)
+    services = page.evaluate(
+        "Array.from(document.querySelectorAll('#st-services li')).map(l => l.dataset.service)"
+    )
+    assert services == ["api-gateway", "checkout"]
+
+    # WHEN the user clicks the checkout service
+    before = page.evaluate("hostprofStore.renders")
+    click_element(page, "#st-services li[data-service='checkout']")
+    settled(page, before)
+
+    # THEN its CPU flamegraph shows the functions from both windows, with real totals
+    assert page.evaluate("hostprofStore.state.type") == CPU
+    names = drawn_names(page)
+    for fn in ("main", "run", "work_hard", "idle_wait", "parse_json", "memcpy", "do_syscall_64"):
+        assert fn in names, (fn, names)
+    assert "handle" not in names
+    assert page.evaluate("hostprofStore.fg.numTicks") == 240 * 10_000_000  # 240 samples at 100 Hz
+    work = page.evaluate("hostprofStore.fg.drawn.find(d => d.name === 'work_hard')")
+    width = page.evaluate("hostprofStore.fg.canvas.clientWidth")
+    assert work["w"] == pytest.approx(width * 100 / 240, abs=1.5)
+    top = page.evaluate(
+        "Array.from(document.querySelectorAll('#st-top tbody tr')).map(r => r.innerText)"
+    )
+    # work_hard and idle_wait both have 90 samples of self time; work_hard's total is larger
+    assert top[0].split() == [
+        "work_hard",
+        "app.py:20",
+        "900.00",
+        "ms",
+        "37.5%",
+        "1.00",
+        "s",
+        "41.7%",
+    ]
+    assert top[1].startswith("idle_wait")
+    # and the timeline has both windows' data
+    assert page.evaluate("hostprofStore.timeline.samples.filter(v => v > 0).length") == 2
+    assert page.evaluate("document.getElementById('st-summary').innerText").startswith("2.40 s")
+    page.screenshot(artifacts / "store-ui.png")
+
+    # WHEN searching THEN the match share is shown
+    page.evaluate("document.getElementById('st-search').focus()")
+    page.type_text("idle")
+    page.wait_for(
+        "document.getElementById('st-matched').textContent === 'matched 37.5%'", message="search"
+    )
+
+    # WHEN a frame is clicked THEN it is zoomed to the full width
+    x, y = page.evaluate(
+        "(() => { const fg = hostprofStore.fg;"
+        " const f = fg.drawn.find(d => d.name === 'work_hard');"
+        " const r = fg.canvas.getBoundingClientRect();"
+        " return [r.left + f.x + 3, r.top + f.y + 5]; })()"
+    )
+    page.click(x, y)
+    page.wait_for("hostprofStore.fg.zoom !== null", message="zoom")
+    zoomed = page.evaluate("hostprofStore.fg.drawn.find(d => d.name === 'work_hard')")
+    assert zoomed["w"] == pytest.approx(width, abs=1)
+    assert page.errors == []
+    origin = base + "/"
+    assert all(u.startswith(origin) or u.startswith("data:") for u in page.requests), page.requests
+
+
+def test_label_filter_narrows_the_flamegraph(store: Tuple[str, int], chromium: Browser) -> None:
+    base, _ = store
+    page = chromium.new_page()
+    page.navigate(base + "/#service=checkout")
+    settled(page, 0)
+    # GIVEN the label names of the service's series
+    page.wait_for(
+        "document.querySelectorAll('#st-filter-name option').length > 1", message="label names"
+    )
+    names = page.evaluate(
+        "Array.from(document.querySelectorAll('#st-filter-name option')).map(o => o.value)"
+    )
+    assert names == ["", "env"]
+    # WHEN the user adds env = prod
+    page.evaluate(
+        "(() => { const s = document.getElementById('st-filter-name'); s.value = 'env';"
+        " s.dispatchEvent(new Event('change')); })()"
+    )
+    page.wait_for(
+        "document.querySelectorAll('#st-filter-values option').length === 2", message="label values"
+    )
+    values = page.evaluate(
+        "Array.from(document.querySelectorAll('#st-filter-values option')).map(o => o.value)"
+    )
+    assert values == ["prod", "staging"]
+    page.evaluate("document.getElementById('st-filter-value').value = 'prod'")
+    before = page.evaluate("hostprofStore.renders")
+    click_element(page, "#st-filter-add")
+    settled(page, before)
+    # THEN only window A's samples are left, and the chip and the URL say so
+    assert page.evaluate("hostprofStore.query()") == CPU + '{service_name="checkout",env="prod"}'
+    assert page.evaluate("hostprofStore.fg.numTicks") == 100 * 10_000_000
+    assert "parse_json" not in drawn_names(page)
+    assert page.evaluate("document.querySelector('.st-chip').textContent").startswith("env = prod")
+    assert "f=env%3Dprod" in page.evaluate("location.hash")
+    assert page.errors == []
+
+
+def test_diff_of_two_time_ranges(
+    store: Tuple[str, int], chromium: Browser, artifacts: Path
+) -> None:
+    base, window_b = store
+    page = chromium.new_page()
+    page.navigate(base + "/#service=checkout")
+    settled(page, 0)
+    # WHEN the user switches to the diff and picks window A as baseline, B as comparison
+    before = page.evaluate("hostprofStore.renders")
+    click_element(page, "#st-mode-diff")
+    settled(page, before)
+    before = page.evaluate("hostprofStore.renders")
+    page.evaluate(
+        f"hostprofStore.state.left = {{from: {window_b - 900 - 30}, until: {window_b - 900 + 40}}};"
+        " hostprofStore.state.side = 'right';"
+        f" hostprofStore.selectTime({window_b - 30}, {window_b + 40})"
+    )
+    settled(page, before)
+    # THEN the flamegraph is a diff: work_hard shrank (green), idle_wait grew (red)
+    assert page.evaluate("hostprofStore.fg.format") == "double"
+    assert page.evaluate("[hostprofStore.fg.leftTicks, hostprofStore.fg.rightTicks]") == [
+        100 * 10_000_000,
+        140 * 10_000_000,
+    ]
+
+    def rgb(name: str) -> list:
+        return page.evaluate(
+            f"""(() => {{ const fg = hostprofStore.fg;
+              const f = fg.drawn.find(d => d.name === {name!r});
+              const px = fg.canvas.getContext('2d').getImageData(f.x + 2, f.y + 2, 1, 1);
+              return Array.from(px.data); }})()"""
+        )
+
+    r, g, _b, _ = rgb("work_hard")
+    assert g > r, "work_hard shrank from 80% to 14%: green"
+    r, g, _b, _ = rgb("idle_wait")
+    assert r > g, "idle_wait grew from 20% to 50%: red"
+    rows = page.evaluate(
+        "Array.from(document.querySelectorAll('#st-top tbody tr')).map(r => r.innerText)"
+    )
+    assert any(row.startswith("idle_wait") and "+30.00 pp" in row for row in rows), rows
+    page.screenshot(artifacts / "store-ui-diff.png")
+    assert page.errors == []
