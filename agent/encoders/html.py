@@ -195,12 +195,17 @@ def _frame_key(frame: Any) -> tuple:
 
 
 def _default_title(profile: Profile, default: int) -> str:
+    """E.g. ``cpu profile · pid 1234 · 2026-01-02 03:04:05 UTC``, from what every row shares."""
+    parts = [f"{profile.sample_types[default].type} profile"]
+    used = set(profile.arrays()[1].tolist())
+    for name, shown in (("service_name", "{}"), ("comm", "{}"), ("pid", "pid {}")):
+        values = {dict(profile.labels[i]).get(name) for i in used}
+        if len(values) == 1 and None not in values:
+            parts.append(shown.format(values.pop()))
     start_ns, _end = profile.time_range
-    what = str(profile.sample_types[default])
     if start_ns:
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(start_ns / 1e9))
-        return f"{what} flamegraph, {when}"
-    return f"{what} flamegraph"
+        parts.append(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(start_ns / 1e9)))
+    return " · ".join(parts)
 
 
 def _generator() -> str:

@@ -44,21 +44,45 @@
   var nRows = rows.node.length;
   var types = doc.sampleTypes;
 
-  // Thread of each label set: "name (tid)", or "" when the profile has no thread labels.
+  // Thread of each label set. Threads are keyed by thread_id when there is one, because the
+  // same thread can carry different names (the Python thread name from the sampling core, the
+  // kernel's comm from eBPF); it is shown under the name with the most samples.
   var threadKeys = [];
   var threadIndex = {};
   var rowThread = new Int32Array(nRows);
+  var nameWeight = [];
   var setThread = doc.labelSets.map(function (ls) {
-    var name = ls.thread_name || "";
     var tid = ls.thread_id || "";
-    var key = name && tid ? name + " (" + tid + ")" : name || (tid ? "thread " + tid : "");
+    var key = tid ? "tid:" + tid : "name:" + (ls.thread_name || "");
     if (!(key in threadIndex)) {
       threadIndex[key] = threadKeys.length;
-      threadKeys.push(key);
+      threadKeys.push("");
+      nameWeight.push({});
     }
     return threadIndex[key];
   });
-  for (i = 0; i < nRows; i++) rowThread[i] = setThread[rows.labels[i]];
+  var firstValues = rows.values[0] || [];
+  for (i = 0; i < nRows; i++) {
+    var ls = doc.labelSets[rows.labels[i]];
+    var ti = setThread[rows.labels[i]];
+    rowThread[i] = ti;
+    var nm = ls.thread_name || "";
+    nameWeight[ti][nm] = (nameWeight[ti][nm] || 0) + Math.abs(firstValues[i] || 0) + 1e-9;
+  }
+  doc.labelSets.forEach(function (ls, li) {
+    var ti = setThread[li];
+    if (threadKeys[ti]) return;
+    var best = "";
+    var bestW = -1;
+    Object.keys(nameWeight[ti]).forEach(function (nm) {
+      if (nm && nameWeight[ti][nm] > bestW) {
+        best = nm;
+        bestW = nameWeight[ti][nm];
+      }
+    });
+    var tid = ls.thread_id || "";
+    threadKeys[ti] = best && tid ? best + " (" + tid + ")" : best || (tid ? "thread " + tid : "");
+  });
   var hasThreads = threadKeys.length > 1 || (threadKeys.length === 1 && threadKeys[0] !== "");
 
   // ---------------------------------------------------------------- build a view
