@@ -123,7 +123,8 @@ def gil_holders(stacks: Mapping[int, ProcessStacks]) -> List[Dict[str, Any]]:
                 continue
             for t in dump.threads:
                 if t.holds_gil:
-                    leaf = t.frames[-1] if t.frames else None
+                    py = [f for f in t.frames if f.kind == "python"]
+                    leaf = py[-1] if py else None
                     out.append(
                         {
                             "pid": pid,
@@ -133,6 +134,7 @@ def gil_holders(stacks: Mapping[int, ProcessStacks]) -> List[Dict[str, Any]]:
                             "where": _frame_label(leaf.function, leaf.file, leaf.line)
                             if leaf
                             else "",
+                            "in_gc": bool(t.in_gc),
                         }
                     )
     return out

@@ -1,13 +1,22 @@
 """The snapshot's short profile: every collector over every target, all at once.
 
-Python stacks always come from the sampling core's ``python`` collector, or from
-``py-spy record --nonblocking`` (one per target, all started together) where the core is not
-there. The eBPF collectors (``cpu``, ``offcpu``, ``syscalls``, ``gc``) run where their modules
-exist and ``probe()`` says they apply; each one that is missing or fails is recorded in
-:attr:`ProfileResult.unavailable` / :attr:`ProfileResult.failed` and the rest go on.
+Python stacks always come from the sampling core's ``python`` collector (one per target, so
+one unreadable target does not cost the others), or from ``py-spy record --nonblocking`` (one
+per target, all started together) where the core is not there. The eBPF collectors (``cpu``,
+``offcpu``, ``syscalls``, ``gc``) run where their modules exist and ``probe()`` says they
+apply; each that is missing or fails is recorded in :attr:`ProfileResult.unavailable` /
+:attr:`ProfileResult.failed` and the rest go on.
 
-All collectors start before the window opens and stop after it closes, each on its own
-thread, so the window costs ``seconds`` once, not once per target or per collector.
+Timing. The Python window opens at once and lasts ``seconds``. bcc compiles one program at a
+time (its LLVM is not thread-safe) and a compile takes 0.3-1.5 s here, so the eBPF collectors
+start one after another on a background thread while the window is already open; each then
+runs for ``seconds`` or until ``EBPF_GRACE`` seconds after the Python window closed, whichever
+comes first, and one that could not start in time is skipped. The snapshot thus stays within
+``seconds + 3 s`` however slow the compiler is, and reports each collector's real coverage.
+
+One drain loop drains every collector each ``DRAIN_EVERY`` seconds, Python first, and passes
+the eBPF batches through :class:`hostprof.merge.PythonMerger`, so a syscall or a blocked
+interval sits under the Python function that made it.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from typing import Dict
 from typing import List
 from typing import Optional
 from typing import Sequence
+from typing import Tuple
 
 from hostprof.collectors._base import Collector
 from hostprof.model import SAMPLES
@@ -39,14 +49,16 @@ from hostprof.pipeline import Aggregator
 from hostprof.snapshot.readers import find_pyspy
 
 EBPF_COLLECTORS = ("cpu", "offcpu", "syscalls", "gc")
-"""eBPF collectors a snapshot tries, by module name under ``hostprof.collectors``."""
+"""eBPF collectors a snapshot tries, in start order (most useful first)."""
 
-DRAIN_EVERY = 1.0
+DRAIN_EVERY = 0.5
 """Seconds between drains, so kernel maps and buffers never fill during the window."""
 
-_BPF_LOAD_LOCK = threading.Lock()
-"""bcc's compiler (LLVM inside libbcc) is not thread-safe: two BPF() loads at once crash the
-process (seen here: SIGSEGV in bcc/__init__.py). eBPF collectors start one at a time."""
+EBPF_GRACE = 1.5
+"""Seconds an eBPF collector may run past the Python window, to make up for compile time."""
+
+MIN_COVERAGE = 0.5
+"""An eBPF collector that could run for less than this is not started at all."""
 
 
 @dataclasses.dataclass
@@ -54,9 +66,11 @@ class ProfileResult:
     """What the profile window produced."""
 
     profiles: Dict[str, Profile] = dataclasses.field(default_factory=dict)
-    """One profile per collector name (``python``, ``cpu``, ``offcpu``, ``syscalls``)."""
+    """One profile per collector name (``python``, ``cpu``, ``offcpu``, ``syscalls``, ``gc``)."""
     sources: Dict[str, str] = dataclasses.field(default_factory=dict)
     """What produced each profile (``hostprof``, ``py-spy``, ``bcc``)."""
+    coverage: Dict[str, float] = dataclasses.field(default_factory=dict)
+    """Seconds each collector actually ran."""
     unavailable: Dict[str, str] = dataclasses.field(default_factory=dict)
     """Collectors that do not apply here, with the reason (not an error)."""
     failed: Dict[str, str] = dataclasses.field(default_factory=dict)
@@ -64,11 +78,11 @@ class ProfileResult:
     target_errors: Dict[int, str] = dataclasses.field(default_factory=dict)
     """Targets the Python profile could not cover, with the reason."""
     stats: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)
-    """Each collector's stats() (lost events, collisions...)."""
+    """Each collector's stats() (lost events, collisions, compile time...)."""
     start_ns: int = 0
-    """Window start, wall clock."""
+    """Python window start, wall clock."""
     duration_ns: int = 0
-    """Window length."""
+    """Python window length."""
 
 
 def _collector_class(name: str) -> Optional[type]:
@@ -87,67 +101,56 @@ def _collector_class(name: str) -> Optional[type]:
     return None
 
 
-class _CollectorRun:
-    """One collector over the window, on its own thread: probe, start, drain, stop."""
-
-    def __init__(self, name: str, cls: type, pids: Sequence[int], options: Dict[str, Any]) -> None:
-        self.name = name
-        self.cls = cls
-        self.pids = list(pids)
-        self.options = options
-        self.aggregator: Optional[Aggregator] = None
-        self.error: Optional[str] = None
-        self.not_applicable: Optional[str] = None
-        self.stats: Dict[str, float] = {}
-        self.collector: Optional[Collector] = None
-        self.ready = threading.Event()
-
-    def prepare(self) -> None:
-        """Probes and starts the collector (compiling BPF may take a second)."""
-        lock = _BPF_LOAD_LOCK if self.name in EBPF_COLLECTORS else contextlib.nullcontext()
-        try:
-            with lock:
-                coll = self.cls.probe(pids=self.pids, **self.options)
-                if coll is None:
-                    self.not_applicable = "does not apply on this host or to these targets"
-                    return
-                coll.start()
-            self.collector = coll
-        except Exception as exc:
-            self.error = _one_line(exc)
-        finally:
-            self.ready.set()
-
-    def _add(self, batch: Any) -> None:
-        if self.aggregator is None:
-            self.aggregator = Aggregator(batch.sample_types, per_thread=True, per_pid=True)
-        self.aggregator.add(batch)
-
-    def run_until(self, deadline: float) -> None:
-        """Drains every DRAIN_EVERY seconds until ``deadline``, then stops."""
-        coll = self.collector
-        if coll is None:
-            return
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                time.sleep(min(DRAIN_EVERY, left))
-                self._add(coll.drain())
-            self._add(coll.drain())
-        except Exception as exc:
-            self.error = _one_line(exc)
-        finally:
-            with contextlib.suppress(Exception):
-                coll.stop()
-            with contextlib.suppress(Exception):
-                self.stats = dict(coll.stats())
-
-
 def _one_line(exc: BaseException) -> str:
     msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     return msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
+
+
+class _Run:
+    """One started collector: drained by the loop until its deadline, then stopped."""
+
+    def __init__(self, name: str, collector: Collector, deadline: float, pid: int = 0) -> None:
+        self.name = name
+        self.collector = collector
+        self.pid = pid
+        self.started = time.monotonic()
+        self.deadline = deadline
+        self.stopped_at: Optional[float] = None
+        self.error: Optional[str] = None
+        self.batches: List[Any] = []
+
+    def drain(self) -> List[Any]:
+        """Drains once; stops the collector when past its deadline. Never raises."""
+        if self.stopped_at is not None:
+            return []
+        out = []
+        try:
+            out.append(self.collector.drain())
+        except Exception as exc:
+            self.error = _one_line(exc)
+        if self.error is not None or time.monotonic() >= self.deadline:
+            self.stop()
+        return out
+
+    def stop(self) -> None:
+        """Stops the collector (after one last drain). Safe to call twice."""
+        if self.stopped_at is not None:
+            return
+        with contextlib.suppress(Exception):
+            self.batches.append(self.collector.drain())
+        with contextlib.suppress(Exception):
+            self.collector.stop()
+        close = getattr(self.collector, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
+        self.stopped_at = time.monotonic()
+
+    def stats(self) -> Dict[str, float]:
+        try:
+            return dict(self.collector.stats())
+        except Exception:
+            return {}
 
 
 _PYSPY_ROOT = re.compile(r"^thread \((?P<tid>\d+)\)(?:: (?P<name>.*))?$")
@@ -192,6 +195,7 @@ class _PySpyRun:
         self.procs: Dict[int, subprocess.Popen] = {}
         self.errors: Dict[int, str] = {}
         self.profile = Profile([SAMPLES], SAMPLES, 1)
+        self.done = False
 
     def start(self) -> None:
         """Starts one py-spy per target."""
@@ -224,6 +228,7 @@ class _PySpyRun:
 
     def finish(self) -> None:
         """Stops every py-spy (they write their output on SIGINT) and reads the results."""
+        self.done = True
         for proc in self.procs.values():
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -251,6 +256,47 @@ class _PySpyRun:
             os.rmdir(self.tmp)
 
 
+def _start_ebpf(
+    names: Sequence[str],
+    pids: Sequence[int],
+    seconds: float,
+    hard_end: float,
+    runs: List[_Run],
+    lock: threading.Lock,
+    result: ProfileResult,
+) -> None:
+    """Compiles and starts the eBPF collectors one at a time (bcc's compiler is not
+    thread-safe: two BPF() loads at once crash the process, seen here as SIGSEGV)."""
+    for name in names:
+        cls = _collector_class(name)
+        if cls is None:
+            result.unavailable[name] = "collector not built into this hostprof"
+            continue
+        if hard_end - time.monotonic() < MIN_COVERAGE + 0.3:
+            result.unavailable[name] = (
+                "skipped: no time left in the snapshot's budget after compiling the others"
+            )
+            continue
+        try:
+            coll = cls.probe(pids=list(pids))
+            if coll is None:
+                result.unavailable[name] = "does not apply on this host or to these targets"
+                continue
+            coll.start()
+        except Exception as exc:
+            why = _one_line(exc)
+            # No root, no bcc, no tracefs: the capability is missing, not a failure.
+            if any(w in why.lower() for w in ("permission", "root", "bcc", "not supported")):
+                result.unavailable[name] = why
+            else:
+                result.failed[name] = why
+            continue
+        now = time.monotonic()
+        with lock:
+            runs.append(_Run(name, coll, min(now + seconds, hard_end)))
+        result.sources[name] = "bcc"
+
+
 def run_profile(
     pids: Sequence[int],
     seconds: float,
@@ -262,66 +308,121 @@ def run_profile(
 
     Args:
         pids: target processes.
-        seconds: window length.
+        seconds: Python window length.
         rate: Python sampling rate per target, in Hz.
         collectors: which collectors to try.
-        on_window_open: called once every collector has started (the caller starts its
-            dumps then, so they overlap the window instead of adding to it).
+        on_window_open: called when the Python window opens (the caller starts its dumps
+            then, so they overlap the window instead of adding to it).
     """
     result = ProfileResult()
-    runs: List[_CollectorRun] = []
+    runs: List[_Run] = []
+    lock = threading.Lock()
     pyspy: Optional[_PySpyRun] = None
-    for name in collectors:
-        cls = _collector_class(name)
-        if cls is None:
-            if name == "python":
-                exe = find_pyspy()
-                if exe:
-                    pyspy = _PySpyRun(exe, pids, rate)
-                    result.sources["python"] = "py-spy"
-                else:
-                    result.failed["python"] = "neither the sampling core nor py-spy is installed"
+    merger = None
+    t0 = time.monotonic()
+    py_end = t0 + seconds
+    hard_end = py_end + EBPF_GRACE
+    if "python" in collectors:
+        cls = _collector_class("python")
+        if cls is not None:
+            result.sources["python"] = "hostprof"
+            for pid in pids:
+                try:
+                    coll = cls.probe(pids=[pid], rate=rate)
+                    if coll is None:
+                        result.target_errors[pid] = "python collector does not apply"
+                        continue
+                    coll.start()
+                    runs.append(_Run("python", coll, py_end, pid))
+                except Exception as exc:
+                    result.target_errors[pid] = _one_line(exc)
+            with contextlib.suppress(ImportError):
+                from hostprof.merge import PythonMerger
+
+                merger = PythonMerger(interval_ns=int(1e9 / rate))
+        else:
+            exe = find_pyspy()
+            if exe:
+                pyspy = _PySpyRun(exe, pids, rate)
+                pyspy.start()
+                result.sources["python"] = "py-spy"
             else:
-                result.unavailable[name] = "collector not built into this hostprof"
-            continue
-        options: Dict[str, Any] = {"rate_hz": rate} if name == "python" else {}
-        runs.append(_CollectorRun(name, cls, pids, options))
-        result.sources[name] = "hostprof" if name == "python" else "bcc"
-    threads = [
-        threading.Thread(target=r.prepare, name=f"probe-{r.name}", daemon=True) for r in runs
-    ]
-    for t in threads:
-        t.start()
-    if pyspy is not None:
-        pyspy.start()
-    for t in threads:
-        t.join()
-    start = time.monotonic()
+                result.failed["python"] = "neither the sampling core nor py-spy is installed"
     result.start_ns = time.time_ns()
-    deadline = start + seconds
     if on_window_open is not None:
         on_window_open()
-    loops = [threading.Thread(target=r.run_until, args=(deadline,), daemon=True) for r in runs]
-    for t in loops:
-        t.start()
-    time.sleep(max(0.0, deadline - time.monotonic()))
+    ebpf = [c for c in collectors if c in EBPF_COLLECTORS]
+    starter = threading.Thread(
+        target=_start_ebpf,
+        args=(ebpf, pids, seconds, hard_end, runs, lock, result),
+        name="snapshot-ebpf-start",
+        daemon=True,
+    )
+    starter.start()
+    # The drain loop: Python first, so the merger has the stacks the eBPF rows need.
+    aggs: Dict[str, Aggregator] = {}
+    while True:
+        now = time.monotonic()
+        with lock:
+            active = [r for r in runs if r.stopped_at is None]
+        if not active and now >= py_end and not starter.is_alive():
+            break
+        soon = [r.deadline for r in active] + ([py_end] if now < py_end else [])
+        time.sleep(max(0.01, min([DRAIN_EVERY] + [d - now for d in soon])))
+        if pyspy is not None and time.monotonic() >= py_end and pyspy.procs and not pyspy.done:
+            pyspy.finish()
+        with lock:
+            current = list(runs)
+        batches: List[Tuple[_Run, Any]] = []
+        for r in sorted(current, key=lambda r: r.name != "python"):
+            for b in r.drain():
+                batches.append((r, b))
+            while r.batches:
+                batches.append((r, r.batches.pop(0)))
+        for r, b in batches:
+            if merger is not None and r.name == "python":
+                merger.remember(b)
+        for r, b in batches:
+            if merger is not None and r.name != "python":
+                b = merger.merge(b)
+            agg = aggs.get(r.name)
+            if agg is None:
+                agg = aggs[r.name] = Aggregator(b.sample_types, per_thread=True, per_pid=True)
+            agg.add(b)
+    starter.join()
     if pyspy is not None:
-        pyspy.finish()
+        if not pyspy.done:
+            pyspy.finish()
         pyspy.profile.windows.append(Window(result.start_ns, int(seconds * 1e9)))
         result.profiles["python"] = pyspy.profile
         result.target_errors.update(pyspy.errors)
-    for t in loops:
-        t.join()
-    result.duration_ns = int((time.monotonic() - start) * 1e9)
+        result.coverage["python"] = seconds
+    result.duration_ns = int(seconds * 1e9)
     for r in runs:
-        if r.not_applicable:
-            result.unavailable[r.name] = r.not_applicable
-            result.sources.pop(r.name, None)
-        elif r.error:
-            result.failed[r.name] = r.error
-        if r.aggregator is not None:
-            prof = r.aggregator.profile
-            prof.windows.append(Window(result.start_ns, result.duration_ns))
-            result.profiles[r.name] = prof
-        result.stats[r.name] = r.stats
+        if r.error:
+            if r.name == "python":
+                result.target_errors[r.pid] = r.error
+            else:
+                result.failed[r.name] = r.error
+        if r.name == "python" and r.pid in getattr(r.collector, "exited", []):
+            result.target_errors.setdefault(r.pid, "process exited during the profile")
+        covered = (r.stopped_at or time.monotonic()) - r.started
+        result.coverage[r.name] = round(max(result.coverage.get(r.name, 0.0), covered), 2)
+        st = r.stats()
+        if r.name == "python":
+            prev = result.stats.setdefault("python", {})
+            for k, v in st.items():
+                if isinstance(v, (int, float)) and k not in ("rate", "efficiency"):
+                    prev[k] = prev.get(k, 0.0) + float(v)
+        else:
+            result.stats[r.name] = st
+    if merger is not None:
+        result.stats["merge"] = merger.stats()
+    for name, agg in aggs.items():
+        prof = agg.profile
+        start_off = min(r.started for r in runs if r.name == name) - t0
+        prof.windows.append(
+            Window(result.start_ns + int(start_off * 1e9), int(result.coverage[name] * 1e9))
+        )
+        result.profiles[name] = prof
     return result

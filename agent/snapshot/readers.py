@@ -127,7 +127,7 @@ def core_dump_fn() -> Tuple[Optional[DumpFn], str]:
 
 
 def readers() -> List[Tuple[str, DumpFn]]:
-    """Available readers, preferred first."""
+    """Available readers, preferred first. Pass the list to :func:`close_readers` after use."""
     out: List[Tuple[str, DumpFn]] = []
     fn, _ = core_dump_fn()
     if fn is not None:
@@ -138,8 +138,19 @@ def readers() -> List[Tuple[str, DumpFn]]:
     return out
 
 
+def close_readers(chain: List[Tuple[str, DumpFn]]) -> None:
+    """Releases readers that hold resources (attached processes)."""
+    for _, fn in chain:
+        close = getattr(fn, "close", None)
+        if close is not None:
+            close()
+
+
 def read_dump(pid: int, with_locals: bool, chain: List[Tuple[str, DumpFn]]) -> ProcessDump:
     """Dumps ``pid`` with the first reader in ``chain`` that can, adding OS thread states.
+
+    When locals are wanted and the reader that succeeded cannot read them, py-spy (if in the
+    chain) supplies them, matched by thread id and identical frames.
 
     Raises:
         TargetError, PermissionDeniedError: no reader could read the process (the message of
@@ -163,12 +174,43 @@ def read_dump(pid: int, with_locals: bool, chain: List[Tuple[str, DumpFn]]) -> P
             continue
         if failures:
             dump.notes.append("; ".join(failures))
+        if with_locals and not _has_locals(dump):
+            _add_locals(dump, [f for n, f in chain if n == "py-spy"])
         _add_os_state(dump)
         return dump
     assert last is not None
     if len(failures) > 1:
         last.message = "; ".join(failures)
     raise last
+
+
+def _has_locals(dump: ProcessDump) -> bool:
+    return any(f.locals is not None for t in dump.threads for f in t.frames)
+
+
+def _add_locals(dump: ProcessDump, pyspy: List[DumpFn]) -> None:
+    """Copies py-spy's locals onto a dump whose reader has none (same tid, same frames)."""
+    if not pyspy:
+        dump.notes.append("locals unavailable: py-spy not installed")
+        return
+    try:
+        other = pyspy[0](dump.pid, True)
+    except HostprofError as exc:
+        dump.notes.append(f"locals unavailable: {exc.message}")
+        return
+    for t in dump.threads:
+        o = other.thread(t.tid)
+        if o is None:
+            continue
+        mine = [f for f in t.frames if f.kind == "python"]
+        theirs = o.frames
+        # The thread may have moved between the two reads: copy only where frames agree,
+        # matching from the root.
+        for a, b in zip(mine, theirs):
+            if a.function.rsplit(".", 1)[-1] != b.function.rsplit(".", 1)[-1] or a.line != b.line:
+                break
+            a.locals = b.locals
+    dump.notes.append("locals read by py-spy")
 
 
 def _add_os_state(dump: ProcessDump) -> None:

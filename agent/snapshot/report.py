@@ -106,7 +106,7 @@ def findings_blocks(snap: Snapshot) -> List[doc.Block]:
             doc.Bullets(
                 [
                     f"pid {g['pid']} dump {g['dump']}: `{g['name'] or '?'}` (tid {g['tid']}) "
-                    f"at `{g['where']}`"
+                    f"at `{g['where']}`" + (" (collecting garbage)" if g.get("in_gc") else "")
                     for g in gil[:40]
                 ]
             )

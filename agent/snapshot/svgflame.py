@@ -129,7 +129,7 @@ def render(
         body = body.replace(f"{{y{d}}}", str(y)).replace(f"{{t{d}}}", str(y + ROW - 4))
     head = html.escape(f"{title} — {root.value:,} {unit}")
     return (
-        f'<svg class="flame" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" '
+        f'<svg class="flame" viewBox="0 0 {WIDTH} {height}" '
         f'width="100%" font-family="monospace" font-size="11">'
         f'<text x="0" y="14" font-size="13" font-weight="bold">{head}</text>\n{body}</svg>'
     )

@@ -30,6 +30,7 @@ from hostprof.snapshot import facts as facts_mod
 from hostprof.snapshot.findings import derive
 from hostprof.snapshot.profiling import ProfileResult
 from hostprof.snapshot.profiling import run_profile
+from hostprof.snapshot.readers import close_readers
 from hostprof.snapshot.readers import readers
 from hostprof.snapshot.records import FrameRecord
 from hostprof.snapshot.redact import Redactor
@@ -217,6 +218,7 @@ def take_snapshot(
             snap.processes[pid] = fut.result()
         snap.host = host_fut.result()
         snap.host["top"] = cpu.top(snap.redactor)
+    close_readers(chain)
     for pid in py_pids:
         snap.stacks.setdefault(pid, ProcessStacks(pid))
     _attach_native(snap, snap.profile.profiles.get("cpu"))

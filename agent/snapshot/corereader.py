@@ -1,0 +1,99 @@
+"""Thread dumps through hostprof's own remote reader (:mod:`hostprof.native.pyprocess`).
+
+It reads the target's memory with ``process_vm_readv`` and never pauses it; it knows the GIL
+holder and whether a thread is running the cyclic GC (a ``<gc>`` leaf frame), which py-spy
+cannot tell. Attached processes are kept for the snapshot's lifetime, so the second dump does
+not parse the target's ELF files again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Dict
+from typing import Optional
+from typing import Tuple
+
+from hostprof.model import FrameKind
+from hostprof.snapshot.records import FrameRecord
+from hostprof.snapshot.records import ProcessDump
+from hostprof.snapshot.records import ThreadRecord
+
+_KINDS = {
+    FrameKind.PYTHON: "python",
+    FrameKind.NATIVE: "native",
+    FrameKind.KERNEL: "kernel",
+    FrameKind.SYNTHETIC: "synthetic",
+}
+
+
+class CoreReader:
+    """Dumps with the sampling core; one attached reader per pid, closed by :meth:`close`."""
+
+    def __init__(self) -> None:
+        from hostprof.native import pyprocess
+
+        self._attach = pyprocess.attach
+        self._procs: Dict[int, object] = {}
+        self._locks: Dict[int, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _proc(self, pid: int):
+        with self._guard:
+            lock = self._locks.setdefault(pid, threading.Lock())
+        with lock:
+            proc = self._procs.get(pid)
+            if proc is None:
+                proc = self._procs[pid] = self._attach(pid)
+            return proc, lock
+
+    def __call__(self, pid: int, with_locals: bool) -> ProcessDump:
+        """Dumps every thread of ``pid``. Locals are left to the caller (see readers.py).
+
+        Raises:
+            HostprofError subclasses from :func:`hostprof.native.pyprocess.attach` and
+            ``stacks()`` (gone, permission, unsupported version).
+        """
+        proc, lock = self._proc(pid)
+        taken = time.time_ns()
+        with lock:  # one reader is not meant to be used by two threads at once
+            stacks = proc.stacks()  # type: ignore[attr-defined]
+            version = proc.version  # type: ignore[attr-defined]
+        dump = ProcessDump(pid=pid, taken_ns=taken, source="hostprof", python_version=version)
+        for st in stacks:
+            frames = []
+            in_gc = bool(st.in_gc)
+            for f in st.frames:
+                if f.kind == FrameKind.SYNTHETIC and f.function.startswith("<gc"):
+                    in_gc = True
+                frames.append(FrameRecord(f.function, f.file, f.line, _KINDS.get(f.kind, "python")))
+            dump.threads.append(
+                ThreadRecord(
+                    tid=st.tid,
+                    name=st.name,
+                    frames=frames,
+                    holds_gil=bool(st.holds_gil),
+                    in_gc=in_gc,
+                    os_state=st.os_state,
+                )
+            )
+        dump.gc_collecting = any(t.in_gc for t in dump.threads)
+        return dump
+
+    def close(self) -> None:
+        """Releases every attached reader."""
+        with self._guard:
+            procs = list(self._procs.values())
+            self._procs.clear()
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.close()  # type: ignore[attr-defined]
+
+
+def available() -> Tuple[Optional[CoreReader], str]:
+    """A :class:`CoreReader`, or (None, why the core cannot be used here)."""
+    try:
+        return CoreReader(), ""
+    except ImportError as exc:
+        return None, f"hostprof's native stack reader is not built ({exc})"
