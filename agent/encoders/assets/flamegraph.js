@@ -43,8 +43,11 @@
   var PY_SDK_RE = /^(.+\.pyx?):(\d+) - (.+)$/;
   var NATIVE_RE = /^(.*) \[([^\[\]]+)\]$/;
 
-  /** Splits a frame name written with the folded-format conventions. */
-  function parseName(name) {
+  /**
+   * Splits a frame name written with the folded-format conventions. A bare name gets
+   * `defaultKind` (native unless the caller knows better, e.g. a Python profiler's output).
+   */
+  function parseName(name, defaultKind) {
     var m;
     if (name.length > 4 && name.slice(-4) === "_[k]") {
       return { func: name.slice(0, -4), file: "", line: 0, kind: KIND_KERNEL };
@@ -65,7 +68,7 @@
     if (/\.py:\d+$/.test(name) || /\.py$/.test(name)) {
       return { func: name, file: "", line: 0, kind: KIND_PYTHON };
     }
-    return { func: name, file: "", line: 0, kind: KIND_NATIVE };
+    return { func: name, file: "", line: 0, kind: defaultKind === undefined ? KIND_NATIVE : defaultKind };
   }
 
   /** A stable 32-bit hash of a string (FNV-1a), for per-function colour jitter. */
@@ -246,7 +249,7 @@
   }
 
   /** Per-name display data: function, file, line, kind and colour. */
-  function nameInfo(fb) {
+  function nameInfo(fb, defaultKind) {
     var out = new Array(fb.names.length);
     for (var i = 0; i < fb.names.length; i++) {
       var name = String(fb.names[i]);
@@ -259,7 +262,7 @@
           kind: fb.kinds[i],
         };
       } else {
-        info = parseName(name);
+        info = parseName(name, defaultKind);
       }
       info.full = name;
       info.colour = kindColour(info.kind, info.func);
@@ -333,7 +336,8 @@
     this.leftTicks = meta.leftTicks || fb.leftTicks || 0;
     this.rightTicks = meta.rightTicks || fb.rightTicks || 0;
     this.model = decode(fb, this.format);
-    this.info = nameInfo(fb);
+    var dk = typeof meta.defaultKind === "string" ? KIND_NAMES.indexOf(meta.defaultKind) : meta.defaultKind;
+    this.info = nameInfo(fb, dk >= 0 ? dk : undefined);
     this.numTicks = fb.numTicks || (this.model.levels.length ? this.model.levels[0].total[0] || 0 : 0);
     this.zoom = null;
     this.hover = null;

@@ -591,6 +591,8 @@
           format: md.format || (state.mode === "diff" ? "double" : "single"),
           units: md.units,
           sampleRate: 0,
+          // Bare names from a Python profiler (pyroscope-io's py-spy, hostprof) are Python.
+          defaultKind: /py/i.test(md.spyName || "") || /hostprof/i.test(md.spyName || "") ? "python" : "native",
           leftTicks: shown.leftTicks,
           rightTicks: shown.rightTicks,
         });
