@@ -279,3 +279,68 @@ def test_diff_of_two_time_ranges(
     assert any(row.startswith("idle_wait") and "+30.00 pp" in row for row in rows), rows
     page.screenshot(artifacts / "store-ui-diff.png")
     assert page.errors == []
+
+
+def test_store_errors_are_shown_not_thrown(store: Tuple[str, int], chromium: Browser) -> None:
+    base, _ = store
+    page = chromium.new_page()
+    # GIVEN a shared link whose label filter is a broken regex
+    page.navigate(base + "/#service=checkout&f=env%3D~(")
+    # THEN the store's one-line error is shown in the page, and nothing throws
+    text = page.wait_for(
+        "(() => { const e = document.getElementById('st-error');"
+        " return !e.hidden && e.textContent; })()",
+        message="the error banner",
+    )
+    assert "regex" in text
+    assert page.errors == []
+
+
+SDK_SCRIPT = """
+import sys, time, pyroscope
+pyroscope.configure(application_name="sdk-ui-demo", server_address=sys.argv[1], upload_interval=1)
+def crunch_numbers_leaf(n):
+    s = 0
+    for i in range(n):
+        s += i * i
+    return s
+def crunch_numbers_outer(n):
+    return sum(crunch_numbers_leaf(2000) for _ in range(n))
+t = time.time()
+while time.time() - t < 3:
+    crunch_numbers_outer(20)
+pyroscope.shutdown()
+print("DONE", flush=True)
+"""
+
+
+def test_pyroscope_sdk_profile_in_the_ui(
+    store: Tuple[str, int], chromium: Browser, tmp_path: Path, artifacts: Path
+) -> None:
+    pytest.importorskip("pyroscope")
+    base, _ = store
+    # GIVEN a script profiled by the real pyroscope-io SDK, pushing to the store
+    script = tmp_path / "sdk_target.py"
+    script.write_text(SDK_SCRIPT)
+    out = subprocess.run(
+        [sys.executable, str(script), base], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "DONE" in out.stdout, out.stderr[-2000:]
+    # WHEN its service is opened in the UI
+    page = chromium.new_page()
+    page.navigate(base + "/#service=sdk-ui-demo")
+    settled(page, 0)
+    page.wait_for(
+        "hostprofStore.fg.drawn.some(d => d.name === 'crunch_numbers_leaf')",
+        message="the SDK's function in the flamegraph",
+    )
+    # THEN its functions are drawn as Python frames (warm colours), most time in the leaf
+    leaf = page.evaluate("hostprofStore.fg.drawn.find(d => d.name === 'crunch_numbers_leaf')")
+    assert leaf["w"] > 0.5 * page.evaluate("hostprofStore.fg.canvas.clientWidth")
+    r, g, b, _ = page.evaluate(
+        f"Array.from(hostprofStore.fg.canvas.getContext('2d')"
+        f".getImageData({leaf['x'] + 2}, {leaf['y'] + 2}, 1, 1).data)"
+    )
+    assert r > g > b
+    page.screenshot(artifacts / "store-ui-sdk.png")
+    assert page.errors == []
