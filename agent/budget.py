@@ -10,7 +10,8 @@ Order of actions when over budget (each is logged, counted in /metrics and liste
    the overshoot says, at least one.
 
 The first two intervals after start are not acted on (they measure imports and the first
-scan, not the steady state). Memory over budget skips step 1 (rates do not hold memory) and goes to steps 2 and 3.
+scan, not the steady state). Memory over budget skips step 1 (rates do not hold memory) and
+goes to steps 2 and 3.
 When usage stays under half the budget for three intervals in a row, the newest action is
 undone; each undo doubles the wait before the next one (up to 48 intervals), so the agent
 settles instead of oscillating.

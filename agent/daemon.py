@@ -254,6 +254,7 @@ class Daemon:
                     "set agent.metrics_addr to a free port, or '' to disable",
                 ) from None
             self.metrics_server.start()
+        self._snapshot = self._build_state()
         self.status_server.start()
         self.sender.start()
         os.set_blocking(self._wake_w, False)
