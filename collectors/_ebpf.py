@@ -166,6 +166,7 @@ class StackMap:
         self._sym = symbolizer
         self._kernel: Dict[int, Tuple[Frame, ...]] = {}
         self._user: Dict[Tuple[int, int], Tuple[Frame, ...]] = {}
+        self._previous: Set[int] = set()
         self.evicted = 0
 
     def _addresses(self, stack_id: int) -> Optional[List[int]]:
@@ -209,11 +210,19 @@ class StackMap:
         return frames
 
     def sweep(self, keep: Set[int]) -> int:
-        """Deletes every stack id not in ``keep`` from the map and the caches; returns how many."""
+        """Deletes stack ids referenced neither by ``keep`` (this drain) nor by the previous
+        drain, from the map and the caches; returns how many.
+
+        Call it right after draining the counts, before symbolising, so the window in which a
+        new sample can pick up an id that is then deleted stays a few milliseconds long; ids
+        of the previous drain are kept because hot stacks recur in that window.
+        """
+        protect = keep | self._previous
+        self._previous = set(keep)
         gone = []
         for k in self._table:
             sid = int(k.value)
-            if sid not in keep:
+            if sid not in protect:
                 gone.append(sid)
         for sid in gone:
             with contextlib.suppress(KeyError):

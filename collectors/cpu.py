@@ -111,17 +111,15 @@ class CpuCollector(Collector):
         items = _ebpf.drain_map(self._bpf["counts"])
         period_ns = 1_000_000_000 // self.frequency
         builder = _ebpf.BatchBuilder(self.name, SAMPLE_TYPES)
-        keep: Set[int] = set()
+        keep: Set[int] = {int(k.ustack) for k, _ in items} | {int(k.kstack) for k, _ in items}
+        self._stacks.sweep(keep)  # before symbolising: see StackMap.sweep
         evicted_before = self._stacks.evicted
         for k, v in items:
             pid, tid, us, ks = int(k.pid), int(k.tid), int(k.ustack), int(k.kstack)
-            keep.add(us)
-            keep.add(ks)
             stack = self._stacks.user(pid, us) + self._stacks.kernel(ks)
             n = int(getattr(v, "value", v))
             ts = 0 if self.shift >= 63 else (int(k.slot) << self.shift) + (1 << (self.shift - 1))
             builder.add(stack, (n * period_ns, n), pid, tid, ts)
-        self._stacks.sweep(keep)
         totals = _ebpf.read_stats(self._bpf)
         delta = {k: totals[k] - self._reported.get(k, 0) for k in totals}
         self._reported = totals

@@ -15,9 +15,11 @@ import time
 from typing import Any
 from typing import Dict
 from typing import Iterable
+from typing import List
 from typing import Optional
 from typing import Sequence
 from typing import Set
+from typing import Tuple
 
 from hostprof._errors import UsageError
 from hostprof.collectors import _ebpf
@@ -107,17 +109,17 @@ class OffCpuCollector(Collector):
         t0 = time.process_time()
         items = _ebpf.drain_map(self._bpf["counts"])
         builder = _ebpf.BatchBuilder(self.name, SAMPLE_TYPES)
-        keep: Set[int] = set()
+        keep: Set[int] = {int(k.ustack) for k, _ in items} | {int(k.kstack) for k, _ in items}
+        blocked = [(k, v) for k, v in self._bpf["offcpu_since"].items() if v.ts]
+        keep |= {int(v.ustack) for _, v in blocked} | {int(v.kstack) for _, v in blocked}
+        self._stacks.sweep(keep)  # before symbolising: see StackMap.sweep
         evicted = self._stacks.evicted
-        self._charge_blocked(builder, keep)
+        self._charge_blocked(builder, blocked)
         for k, v in items:
             pid, tid, us, ks = int(k.pid), int(k.tid), int(k.ustack), int(k.kstack)
-            keep.add(us)
-            keep.add(ks)
             stack = self._stacks.user(pid, us) + self._stacks.kernel(ks)
             ts = 0 if self.shift >= 63 else (int(k.slot) << self.shift) + (1 << (self.shift - 1))
             builder.add(stack, (int(getattr(v, "value", v)),), pid, tid, ts)
-        self._stacks.sweep(keep)
         totals = _ebpf.read_stats(self._bpf)
         delta = {k: totals[k] - self._reported.get(k, 0) for k in totals}
         self._reported = totals
@@ -131,19 +133,15 @@ class OffCpuCollector(Collector):
         )
         return batch
 
-    def _charge_blocked(self, builder: _ebpf.BatchBuilder, keep: Set[int]) -> None:
+    def _charge_blocked(self, builder: _ebpf.BatchBuilder, blocked: List[Tuple[Any, Any]]) -> None:
         """Charges threads that are blocked right now up to now, so a thread stuck in recv()
         for minutes shows up in every window, not only when it finally wakes."""
         assert self._stacks is not None
         now = time.monotonic_ns()  # the clock bpf_ktime_get_ns() reads
         since = self._bpf["offcpu_since"]
         charged = self._bpf["offcpu_charged"]
-        for k, v in since.items():
-            if not v.ts:
-                continue
+        for k, v in blocked:
             tid, pid, ts = int(k.value), int(v.pid), int(v.ts)
-            keep.add(int(v.ustack))
-            keep.add(int(v.kstack))
             if now - ts < self.min_block_ns or now <= ts:
                 continue
             if not os.path.exists(f"/proc/{pid}/task/{tid}"):

@@ -108,18 +108,16 @@ class SyscallsCollector(Collector):
         t0 = time.process_time()
         items = _ebpf.drain_map(self._bpf["counts"])
         builder = _ebpf.BatchBuilder(self.name, SAMPLE_TYPES)
-        keep: Set[int] = set()
+        keep: Set[int] = {int(k.ustack) for k, _ in items}
+        if self._stacks is not None:
+            self._stacks.sweep(keep)  # before symbolising: see StackMap.sweep
         for k, v in items:
             pid, tid, nr = int(k.pid), int(k.tid), int(k.nr)
             stack: Tuple[Any, ...] = (self._frame(nr),)
             if self._stacks is not None:
-                us = int(k.ustack)
-                keep.add(us)
-                stack = self._stacks.user(pid, us) + stack
+                stack = self._stacks.user(pid, int(k.ustack)) + stack
             ts = 0 if self.shift >= 63 else (int(k.slot) << self.shift) + (1 << (self.shift - 1))
             builder.add(stack, (int(v.count), int(v.total_ns)), pid, tid, ts)
-        if self._stacks is not None:
-            self._stacks.sweep(keep)
         for k, v in _ebpf.drain_map(self._bpf["hist"]):
             h = self.histogram.setdefault(self.name_of(int(k.nr)), np.zeros(64, np.int64))
             h[min(int(k.bucket), 63)] += int(getattr(v, "value", v))
