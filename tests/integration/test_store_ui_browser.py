@@ -7,6 +7,7 @@ time ranges. Screenshots go to artifacts/store-ui*.png.
 
 from __future__ import annotations
 
+import colorsys
 import socket
 import subprocess
 import sys
@@ -334,13 +335,15 @@ def test_pyroscope_sdk_profile_in_the_ui(
         "hostprofStore.fg.drawn.some(d => d.name === 'crunch_numbers_leaf')",
         message="the SDK's function in the flamegraph",
     )
-    # THEN its functions are drawn as Python frames (warm colours), most time in the leaf
+    # THEN its functions are drawn as Python frames (amber, not native red), most time in
+    # the leaf
     leaf = page.evaluate("hostprofStore.fg.drawn.find(d => d.name === 'crunch_numbers_leaf')")
     assert leaf["w"] > 0.5 * page.evaluate("hostprofStore.fg.canvas.clientWidth")
-    r, g, b, _ = page.evaluate(
+    rgba = page.evaluate(
         f"Array.from(hostprofStore.fg.canvas.getContext('2d')"
         f".getImageData({leaf['x'] + 2}, {leaf['y'] + 2}, 1, 1).data)"
     )
-    assert r > g > b
+    h, _l, _s = colorsys.rgb_to_hls(*(c / 255 for c in rgba[:3]))
+    assert 22 <= h * 360 <= 52, rgba
     page.screenshot(artifacts / "store-ui-sdk.png")
     assert page.errors == []

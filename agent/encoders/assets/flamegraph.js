@@ -42,6 +42,8 @@
   var PY_RE = /^(.*) \(([^()]*):(\d+)\)$/;
   var PY_SDK_RE = /^(.+\.pyx?):(\d+) - (.+)$/;
   var NATIVE_RE = /^(.*) \[([^\[\]]+)\]$/;
+  var PY_CODE_NAMES = /^<(module|genexpr|lambda|listcomp|dictcomp|setcomp)>$/;
+  var PY_QUALNAME = /\.<(locals|lambda|genexpr|listcomp|dictcomp|setcomp)>/;
 
   /**
    * Splits a frame name written with the folded-format conventions. A bare name gets
@@ -51,6 +53,10 @@
     var m;
     if (name.length > 4 && name.slice(-4) === "_[k]") {
       return { func: name.slice(0, -4), file: "", line: 0, kind: KIND_KERNEL };
+    }
+    // Code-object names CPython itself puts in angle brackets are Python frames, not markers.
+    if (PY_CODE_NAMES.test(name)) {
+      return { func: name, file: "", line: 0, kind: KIND_PYTHON };
     }
     // "other" is the store's bucket of subtrees merged away by maxNodes.
     if ((name.charAt(0) === "<" && name.charAt(name.length - 1) === ">") || name === "other") {
@@ -65,7 +71,7 @@
     if ((m = NATIVE_RE.exec(name))) {
       return { func: m[1], file: m[2], line: 0, kind: KIND_NATIVE };
     }
-    if (/\.py:\d+$/.test(name) || /\.py$/.test(name)) {
+    if (/\.py:\d+$/.test(name) || /\.py$/.test(name) || PY_QUALNAME.test(name)) {
       return { func: name, file: "", line: 0, kind: KIND_PYTHON };
     }
     return { func: name, file: "", line: 0, kind: defaultKind === undefined ? KIND_NATIVE : defaultKind };

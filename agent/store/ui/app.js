@@ -501,6 +501,19 @@
   }
 
   // ---------------------------------------------------------------- flamegraph
+  /**
+   * Whether bare function names are Python: the profiler says so (spyName), or the names show
+   * CPython's own code-object names. pyroscope-io's pprof carries bare names only.
+   */
+  function looksPython(fb, md) {
+    if (/py|hostprof/i.test(md.spyName || "")) return true;
+    var names = (fb && fb.names) || [];
+    for (var i = 0; i < names.length; i++) {
+      if (/^<module>$|\.<locals>\.|\.py(:\d+)?\)?$/.test(names[i])) return true;
+    }
+    return false;
+  }
+
   var fg = new FG($("st-flamegraph"), {
     inverted: true,
     onZoom: function (node) {
@@ -591,8 +604,7 @@
           format: md.format || (state.mode === "diff" ? "double" : "single"),
           units: md.units,
           sampleRate: 0,
-          // Bare names from a Python profiler (pyroscope-io's py-spy, hostprof) are Python.
-          defaultKind: /py/i.test(md.spyName || "") || /hostprof/i.test(md.spyName || "") ? "python" : "native",
+          defaultKind: looksPython(shown.flamebearer, md) ? "python" : "native",
           leftTicks: shown.leftTicks,
           rightTicks: shown.rightTicks,
         });
