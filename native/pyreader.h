@@ -139,6 +139,7 @@ typedef struct {
     hp_py_offsets off;
     int max_depth;
     int read_os_state;
+    int fast_os_state;        /* 1 inside hp_sample_loop: wchan instead of stat */
     /* page cache, valid for one sampling instant */
     uint64_t page_addr[HP_PAGE_SLOTS];
     uint64_t page_gen[HP_PAGE_SLOTS];
@@ -156,7 +157,7 @@ typedef struct {
     uint32_t n_lines;
     /* /proc/PID/task/TID/stat fds, by tid */
     int32_t *stat_tids;
-    int *stat_fds;
+    int *stat_fds;            /* two per tid: stat, wchan (-1 until opened) */
     uint32_t n_stat, cap_stat;
     /* sampling loop */
     pthread_mutex_t lock;     /* guards out and stats */
@@ -171,6 +172,9 @@ typedef struct {
 int hp_offsets_set(hp_py_offsets *o, const char *name, int64_t value);
 /* Initialises every field to -1 (absent) and the masks to "no masking". */
 void hp_offsets_clear(hp_py_offsets *o);
+
+/* The reader's offsets (for tests that drive the decoders directly). */
+hp_py_offsets *hp_reader_offsets(hp_reader *r);
 
 void hp_reader_lock(hp_reader *r);
 void hp_reader_unlock(hp_reader *r);

@@ -67,6 +67,7 @@ cdef extern from "pyreader.h" nogil:
 
     int hp_offsets_set(hp_py_offsets *o, const char *name, int64_t value) noexcept
     void hp_offsets_clear(hp_py_offsets *o) noexcept
+    hp_py_offsets *hp_reader_offsets(hp_reader *r) noexcept
     void hp_reader_lock(hp_reader *r) noexcept
     void hp_reader_unlock(hp_reader *r) noexcept
     int hp_reader_init(hp_reader *r, int pid, uint64_t runtime_addr, const hp_py_offsets *off,

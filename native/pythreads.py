@@ -35,6 +35,10 @@ def os_thread_names(pid: int) -> Dict[int, str]:
 def thread_names(proc: PyProcess) -> Dict[int, str]:
     """tid -> best known thread name for every thread of ``proc``."""
     names = os_thread_names(proc.pid)
+    # Python never copies the main thread's name to the OS (its comm stays the program's):
+    # threading's default is the best answer until _active says otherwise.
+    if proc.pid in names:
+        names[proc.pid] = "MainThread"
     try:
         from hostprof.native.pyobjects import threading_names
 
