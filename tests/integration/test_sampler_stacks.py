@@ -192,7 +192,7 @@ def test_collector_batch(target: tuple) -> None:
 
 
 def test_collector_drops_idle_by_default(target: tuple) -> None:
-    _name, t, proc = target
+    _name, _t, proc = target
     collector = PythonCollector([proc], rate=200)
     collector.start()
     time.sleep(0.3)

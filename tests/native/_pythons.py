@@ -10,8 +10,8 @@ from typing import Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils import PYTHONS_DIR  # noqa: E402
-from utils import installed_pythons  # noqa: E402
+from utils import PYTHONS_DIR
+from utils import installed_pythons
 
 _EXTRA = {
     "3.10-pyenv": str(Path.home() / ".pyenv/versions/3.10.13/bin/python3.10"),

@@ -17,12 +17,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _pythons import sampler_pythons  # noqa: E402
+from _pythons import sampler_pythons
 
-from hostprof.native._testing import LINES_310  # noqa: E402
-from hostprof.native._testing import LINES_LNOTAB  # noqa: E402
-from hostprof.native._testing import LINES_LOCATIONS  # noqa: E402
-from hostprof.native._testing import code_lines  # noqa: E402
+from hostprof.native._testing import LINES_310
+from hostprof.native._testing import LINES_LNOTAB
+from hostprof.native._testing import LINES_LOCATIONS
+from hostprof.native._testing import code_lines
 
 # Runs inside the target interpreter: prints, per code object, the raw line table and the
 # (byte offset -> line) pairs the interpreter itself reports.
@@ -66,7 +66,7 @@ def test_line_decoder_matches_interpreter(name: str) -> None:
     python = sampler_pythons()[name]
     proc = subprocess.run([python, "-c", _DUMPER], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    (major, minor), codes = json.loads(proc.stdout)
+    (_major, minor), codes = json.loads(proc.stdout)
     kind = LINES_LNOTAB if minor == 9 else LINES_310 if minor == 10 else LINES_LOCATIONS
     checked = mismatched = 0
     for firstlineno, table_hex, pairs in codes:
@@ -76,7 +76,7 @@ def test_line_decoder_matches_interpreter(name: str) -> None:
         # WHEN pyreader.c decodes the same offsets
         got = code_lines(kind, firstlineno, bytes.fromhex(table_hex), offsets)
         # THEN every line agrees
-        for (off, want), have in zip(pairs, got):
+        for (_off, want), have in zip(pairs, got):
             checked += 1
             if have != want:
                 mismatched += 1
