@@ -348,6 +348,7 @@
     this.zoom = null;
     this.hover = null;
     this.matched = null;
+    this._depthShown = 0;
     if (this.query) this._match();
     this.render();
   };
@@ -582,7 +583,7 @@
   // ------------------------------------------------------------------ drawing
   HostprofFlamegraph.prototype._layout = function () {
     var width = this.wrap.clientWidth || this.container.clientWidth || 800;
-    var depth = this.model ? this.model.levels.length : 0;
+    var depth = this._rows();
     var height = Math.max(1, depth) * this.rowHeight;
     var dpr = global.devicePixelRatio || 1;
     var canvases = [this.canvas, this.overlay];
@@ -601,8 +602,17 @@
     this._dpr = dpr;
   };
 
+  /**
+   * Rows laid out: down to the deepest level with a frame wide enough to draw in this view,
+   * so sub-pixel depths of a huge profile do not leave an empty band.
+   */
+  HostprofFlamegraph.prototype._rows = function () {
+    if (!this.model) return 0;
+    return Math.min(this._depthShown || this.model.levels.length, this.model.levels.length);
+  };
+
   HostprofFlamegraph.prototype._y = function (level) {
-    var depth = this.model.levels.length;
+    var depth = this._rows();
     return this.inverted ? level * this.rowHeight : (depth - 1 - level) * this.rowHeight;
   };
 
@@ -618,7 +628,7 @@
     return lo;
   }
 
-  HostprofFlamegraph.prototype.render = function () {
+  HostprofFlamegraph.prototype.render = function (again) {
     if (!this.model) return;
     var t0 = global.performance ? performance.now() : Date.now();
     var empty = !this.numTicks || !this.model.levels.length;
@@ -646,14 +656,18 @@
     var rightTicks = this.rightTicks || 1;
     var matched = this.matched;
     var drawn = this.drawn;
+    var maxLevel = 0;
     for (var d = 0; d < levels.length; d++) {
       var L = levels[d];
       var y = this._y(d);
       var j = 0;
       var jEnd = L.n;
       var ancestorsOnly = z && d < z.level;
-      if (z && !ancestorsOnly) {
+      if (z) {
+        // Only the part of the level inside the view; for levels above the zoomed frame that
+        // is its one ancestor.
         j = firstAfter(L, viewStart);
+        if (ancestorsOnly) jEnd = Math.min(L.n, j + 1);
       }
       for (; j < jEnd; j++) {
         var s = L.start[j];
@@ -693,9 +707,14 @@
           }
         }
         drawn.push({ level: d, index: j, x: x, y: y, w: w, h: rowH, name: info.func, matched: !!(matched && !dim) });
+        maxLevel = d;
       }
     }
     ctx.globalAlpha = 1;
+    if (maxLevel + 1 !== this._rows() && !again) {
+      this._depthShown = maxLevel + 1;
+      return this.render(true);
+    }
     this._drawOverlay();
     var t1 = global.performance ? performance.now() : Date.now();
     this.lastRenderMs = t1 - t0;
@@ -723,7 +742,7 @@
   /** The drawn frame under canvas coordinates (CSS px), or null. */
   HostprofFlamegraph.prototype.frameAt = function (px, py) {
     if (!this.model) return null;
-    var depth = this.model.levels.length;
+    var depth = this._rows();
     var row = Math.floor(py / this.rowHeight);
     var level = this.inverted ? row : depth - 1 - row;
     if (level < 0 || level >= depth) return null;
