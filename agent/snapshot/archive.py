@@ -162,8 +162,8 @@ def render_files(snap: Snapshot) -> Tuple[Dict[str, bytes], Dict[str, str]]:
     files["summary.md"] = red.scrub(report.summary_md(snap)).encode("utf-8")
     files["report.html"] = red.scrub(report.report_html(snap, interactive)).encode("utf-8")
     files["stacks.txt"] = red.scrub(report.stacks_txt(snap)).encode("utf-8")
-    data = red.scrub_tree(report.snapshot_json(snap, index))
-    files["snapshot.json"] = report.dumps_json(data).encode("utf-8")  # type: ignore[arg-type]
+    text = report.dumps_json(report.snapshot_json(snap, index))
+    files["snapshot.json"] = red.scrub_json(text).encode("utf-8")
     return files, index
 
 

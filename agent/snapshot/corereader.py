@@ -48,6 +48,15 @@ class CoreReader:
                 proc = self._procs[pid] = self._attach(pid)
             return proc, lock
 
+    def process(self, pid: int):
+        """The attached :class:`~hostprof.native.pyprocess.PyProcess` of ``pid``.
+
+        The profile's Python collector samples through this same object, so the target's
+        ELF files and thread names are read once per snapshot, not once per user. Sharing is
+        safe: the native reader takes its own lock around every sample.
+        """
+        return self._proc(pid)[0]
+
     def __call__(self, pid: int, with_locals: bool) -> ProcessDump:
         """Dumps every thread of ``pid``. Locals are left to the caller (see readers.py).
 
@@ -57,7 +66,7 @@ class CoreReader:
         """
         proc, lock = self._proc(pid)
         taken = time.time_ns()
-        with lock:  # one reader is not meant to be used by two threads at once
+        with lock:  # thread-name lookups of one process are not meant to run twice at once
             stacks = proc.stacks()  # type: ignore[attr-defined]
             version = proc.version  # type: ignore[attr-defined]
         dump = ProcessDump(pid=pid, taken_ns=taken, source="hostprof", python_version=version)

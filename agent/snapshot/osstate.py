@@ -129,8 +129,12 @@ def _read(path: str) -> Optional[str]:
         return None
 
 
-def read_thread_state(pid: int, tid: int) -> Optional[ThreadOsState]:
-    """Reads one thread's state; None when the thread (or process) is gone."""
+def read_thread_state(pid: int, tid: int, detail: bool = True) -> Optional[ThreadOsState]:
+    """Reads one thread's state; None when the thread (or process) is gone.
+
+    With ``detail=False`` only ``stat`` and ``syscall`` are read (two reads, not four): what
+    a dump needs for 1,000 threads.
+    """
     base = f"/proc/{pid}/task/{tid}"
     stat = _read(f"{base}/stat")
     if not stat:
@@ -143,19 +147,21 @@ def read_thread_state(pid: int, tid: int) -> Optional[ThreadOsState]:
     except (IndexError, ValueError):
         ticks = 0
     out = ThreadOsState(tid=tid, state=STATES.get(letter, letter), cpu_ticks=ticks)
-    out.comm = (_read(f"{base}/comm") or "").strip()
+    # comm is in stat already, between the first '(' and the last ')'.
+    out.comm = stat[stat.find("(") + 1 : stat.rfind(")")]
     sc = _read(f"{base}/syscall")
     if sc:
         first = sc.split()[0]
         if first.lstrip("-").isdigit() and int(first) >= 0:
             out.syscall = syscall_name(int(first))
-    wchan = (_read(f"{base}/wchan") or "").strip()
-    if wchan and wchan != "0":
-        out.wchan = wchan
+    if detail:
+        wchan = (_read(f"{base}/wchan") or "").strip()
+        if wchan and wchan != "0":
+            out.wchan = wchan
     return out
 
 
-def read_process_states(pid: int) -> Dict[int, ThreadOsState]:
+def read_process_states(pid: int, detail: bool = False) -> Dict[int, ThreadOsState]:
     """Every thread's state of one process, by tid (empty when the process is gone)."""
     try:
         tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
@@ -163,7 +169,7 @@ def read_process_states(pid: int) -> Dict[int, ThreadOsState]:
         return {}
     out = {}
     for tid in tids:
-        st = read_thread_state(pid, tid)
+        st = read_thread_state(pid, tid, detail)
         if st is not None:
             out[tid] = st
     return out

@@ -164,6 +164,23 @@ class Redactor:
             pattern = self._pattern
         return pattern.sub(REDACTED, text)
 
+    def scrub_json(self, text: str) -> str:
+        """Scrubs serialized JSON in one pass: each secret is also matched in its JSON-escaped
+        spelling (a quote or backslash inside a secret is escaped in the text)."""
+        import json
+
+        text = self.redact_urls(text)
+        with self._lock:
+            variants = set()
+            for v in self._values:
+                variants.add(v)
+                variants.add(json.dumps(v)[1:-1])
+                variants.add(json.dumps(v, ensure_ascii=False)[1:-1])
+        if not variants:
+            return text
+        alts = sorted(variants, key=len, reverse=True)
+        return re.sub("|".join(re.escape(v) for v in alts), REDACTED, text)
+
     def scrub_tree(self, obj: object) -> object:
         """Scrubs every string inside nested dicts, lists and tuples (keys included)."""
         if isinstance(obj, str):

@@ -57,6 +57,16 @@ def _proc_name(snap: Snapshot, pid: int) -> str:
     return cmd if len(cmd) <= 80 else cmd[:79] + "…"
 
 
+def _where_app(t: Mapping[str, Any]) -> str:
+    """Where a thread sits, plus the application frame that called into the stdlib."""
+    where = _where(t)
+    app = t.get("app_function")
+    if app and (app, t.get("app_line")) != (t.get("function"), t.get("line")):
+        app_file = (t.get("app_file") or "").rsplit("/", 1)[-1]
+        where += f", called from `{app}` ({app_file}:{t.get('app_line')})"
+    return where
+
+
 def _thread_line(t: Mapping[str, Any]) -> str:
     extra = []
     if t.get("syscall"):
@@ -67,7 +77,20 @@ def _thread_line(t: Mapping[str, Any]) -> str:
     if t.get("holds_gil"):
         extra.append("holds the GIL")
     tail = f" ({', '.join(extra)})" if extra else ""
-    return f"`{t['name'] or '?'}` (tid {t['tid']}): {t['reason']} at {_where(t)}{tail}"
+    return f"`{t['name'] or '?'}` (tid {t['tid']}): {t['reason']} at {_where_app(t)}{tail}"
+
+
+def _group_line(ts: List[Mapping[str, Any]]) -> str:
+    """One line for several threads of one process stuck at the same place."""
+    t = ts[0]
+    if len(ts) == 1:
+        return f"pid {t['pid']} {_thread_line(t)}"
+    names = ", ".join(f"`{x['name'] or x['tid']}`" for x in ts[:4])
+    more = f" and {len(ts) - 4} more" if len(ts) > 4 else ""
+    sc = f" (in `{t['syscall']}`)" if t.get("syscall") else ""
+    return (
+        f"pid {t['pid']}: {len(ts)} threads ({names}{more}): {t['reason']} at {_where_app(t)}{sc}"
+    )
 
 
 def findings_blocks(snap: Snapshot) -> List[doc.Block]:
@@ -88,10 +111,18 @@ def findings_blocks(snap: Snapshot) -> List[doc.Block]:
         (dl["pid"], t["tid"]) for dl in f.get("deadlock_suspects", []) for t in dl["threads"]
     }
     rest = [t for t in f.get("stuck_threads", []) if (t["pid"], t["tid"]) not in in_deadlock]
-    for t in rest[:30]:
-        items.append(f"pid {t['pid']} {_thread_line(t)}")
-    if len(rest) > 30:
-        items.append(f"… and {len(rest) - 30} more (see snapshot.json)")
+    groups: Dict[tuple, List[Mapping[str, Any]]] = {}
+    for t in rest:
+        key = (t["pid"], t["reason"], t["function"], t["file"], t["line"], t.get("app_function"))
+        groups.setdefault(key, []).append(t)
+    shown = list(groups.values())
+    for ts in shown[:TOP_ROWS]:
+        items.append(_group_line(ts))
+    if len(shown) > TOP_ROWS:
+        hidden = sum(len(ts) for ts in shown[TOP_ROWS:])
+        items.append(
+            f"… and {hidden} more threads in {len(shown) - TOP_ROWS} groups (snapshot.json)"
+        )
     if items:
         blocks.append(doc.Bullets(items))
     elif any(ps.dumps[0] and ps.dumps[1] for ps in snap.stacks.values()):
@@ -437,9 +468,10 @@ def report_html(snap: Snapshot, interactive: Mapping[str, str]) -> str:
     )
 
 
-def _dump_text(dump: ProcessDump, title: str) -> List[str]:
+def _dump_text(dump: ProcessDump, title: str, before: Optional[ProcessDump] = None) -> List[str]:
     lines = [f"{title} (pid {dump.pid}, {_when(dump.taken_ns)}, read by {dump.source})"]
     for t in dump.threads:
+        prev = before.thread(t.tid) if before is not None else None
         flags = []
         if t.holds_gil:
             flags.append("has GIL")
@@ -448,6 +480,9 @@ def _dump_text(dump: ProcessDump, title: str) -> List[str]:
         if t.os_state:
             flags.append(t.os_state + (f" in {t.syscall}" if t.syscall else ""))
         lines.append(f'  Thread {t.tid} "{t.name}" [{", ".join(flags)}]')
+        if prev is not None and t.frames and prev.stack_key() == t.stack_key():
+            lines.append("    (same stack as in dump 1)")
+            continue
         for fr in reversed(t.frames):
             loc = f"{fr.file}:{fr.line}" if fr.file else ""
             lines.append(f"    {fr.function} ({loc})" if loc else f"    {fr.function}")
@@ -469,7 +504,8 @@ def stacks_txt(snap: Snapshot) -> str:
             out.append(f"  ! {err}")
         for i, dump in enumerate(ps.dumps):
             if dump is not None:
-                out.extend(_dump_text(dump, f"-- dump {i + 1}"))
+                before = ps.dumps[0] if i == 1 else None
+                out.extend(_dump_text(dump, f"-- dump {i + 1}", before))
         out.append("")
     return "\n".join(out) + "\n"
 
@@ -539,4 +575,4 @@ def snapshot_json(snap: Snapshot, files: Mapping[str, str]) -> Dict[str, Any]:
 
 def dumps_json(data: Mapping[str, Any]) -> str:
     """snapshot.json text (stable key order, compact enough to stay small)."""
-    return json.dumps(data, indent=1, sort_keys=False, default=str) + "\n"
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"

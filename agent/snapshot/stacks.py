@@ -1,9 +1,12 @@
 """Two all-thread dumps of every target, one interval apart, and what did not move between them.
 
 A thread whose Python stack is identical in both dumps is *stuck*. The OS state tells why:
-blocked in ``futex`` with no CPU used is waiting on a lock (two or more such threads in one
-process is a likely deadlock); CPU ticks rising means it spins in the same place; a sleep or
-I/O syscall means it waits on time or the outside world.
+blocked in ``futex`` with no CPU used is waiting on a lock, or, when its innermost Python frame
+is in ``threading``/``queue`` (``Event.wait``, ``Condition.wait``, ``Queue.get``,
+``Thread.join``), waiting for an event, which is what idle workers do. Two or more threads of
+one process waiting on locks taken directly by application code is a likely deadlock. CPU ticks
+rising means it spins in the same place; a sleep or I/O syscall means it waits on time or on
+the outside world.
 
 Dumps of all processes run in parallel (a thread pool), so 20 processes take about as long as
 the slowest one, and the second round starts ``interval`` seconds after the first began.
@@ -41,10 +44,31 @@ LOCK_WAIT = "waiting on a lock"
 BUSY = "busy in the same place"
 SLEEPING = "sleeping"
 IO_WAIT = "waiting for I/O"
+EVENT_WAIT = "waiting for an event"
 BLOCKED = "blocked"
 
-REASON_ORDER = {LOCK_WAIT: 0, BUSY: 1, IO_WAIT: 2, BLOCKED: 3, SLEEPING: 4}
+REASON_ORDER = {LOCK_WAIT: 0, BUSY: 1, BLOCKED: 2, IO_WAIT: 3, EVENT_WAIT: 4, SLEEPING: 5}
 """How alarming each kind of stuck thread is, most first (the summary's order)."""
+
+# Modules whose blocking calls are waits for an event, not a lock taken by the application.
+_EVENT_MODULES = ("/threading.py", "/queue.py", "/concurrent/futures/", "/multiprocessing/")
+
+
+def _is_stdlib(file: str) -> bool:
+    """Whether a source file is the interpreter's own library (not the application's)."""
+    if file.startswith("<frozen"):
+        return True
+    if "/site-packages/" in file or "/dist-packages/" in file:
+        return False
+    return "/lib/python3" in file or "/lib64/python3" in file
+
+
+def user_frame(frames: Sequence[FrameRecord]) -> Optional[FrameRecord]:
+    """The innermost Python frame of the application (outside the standard library)."""
+    for f in reversed(frames):
+        if f.kind == "python" and not _is_stdlib(f.file):
+            return f
+    return None
 
 
 @dataclasses.dataclass
@@ -75,8 +99,9 @@ class StuckThread:
         return py[-1] if py else (self.frames[-1] if self.frames else None)
 
     def to_json(self) -> Dict[str, Any]:
-        """Plain dict for snapshot.json."""
+        """Plain dict for snapshot.json (the full stack is in the process's dumps)."""
         leaf = self.leaf
+        app = user_frame(self.frames)
         return {
             "pid": self.pid,
             "tid": self.tid,
@@ -85,10 +110,12 @@ class StuckThread:
             "function": leaf.function if leaf else "",
             "file": leaf.file if leaf else "",
             "line": leaf.line if leaf else 0,
+            "app_function": app.function if app else "",
+            "app_file": app.file if app else "",
+            "app_line": app.line if app else 0,
             "syscall": self.syscall,
             "cpu_seconds": self.cpu_seconds,
             "holds_gil": self.holds_gil,
-            "frames": [f.to_json() for f in self.frames],
         }
 
 
@@ -123,12 +150,65 @@ class ProcessStacks:
         return self.dumps[1] or self.dumps[0]
 
     def to_json(self) -> Dict[str, Any]:
-        """Plain dict for snapshot.json."""
+        """Plain dict for snapshot.json.
+
+        Frames are stored once per process in ``frames`` (objects with function, file, line,
+        kind) and each thread's ``stack`` lists indexes into it, root first: 50 threads with
+        the same 30-frame stack cost 50 short lists, not 1,500 frame objects.
+        """
+        table: List[Dict[str, Any]] = []
+        ids: Dict[Tuple[str, str, int, str], int] = {}
+
+        def fid(f: FrameRecord) -> int:
+            key = f.key()
+            i = ids.get(key)
+            if i is None:
+                i = ids[key] = len(table)
+                table.append(
+                    {"function": f.function, "file": f.file, "line": f.line, "kind": f.kind}
+                )
+            return i
+
+        dumps: List[Optional[Dict[str, Any]]] = []
+        for d in self.dumps:
+            if d is None:
+                dumps.append(None)
+                continue
+            threads = []
+            for t in d.threads:
+                row: Dict[str, Any] = {
+                    "tid": t.tid,
+                    "name": t.name,
+                    "holds_gil": t.holds_gil,
+                    "in_gc": t.in_gc,
+                    "os_state": t.os_state,
+                    "syscall": t.syscall,
+                    "wchan": t.wchan,
+                    "cpu_ticks": t.cpu_ticks,
+                    "stack": [fid(f) for f in t.frames],
+                }
+                locs = {str(i): f.locals for i, f in enumerate(t.frames) if f.locals}
+                if locs:
+                    row["locals"] = locs  # by position in "stack"
+                if t.native:
+                    row["native"] = [fid(f) for f in t.native]
+                threads.append(row)
+            dumps.append(
+                {
+                    "taken_ns": d.taken_ns,
+                    "source": d.source,
+                    "python_version": d.python_version,
+                    "gc_collecting": d.gc_collecting,
+                    "notes": d.notes,
+                    "threads": threads,
+                }
+            )
         return {
             "pid": self.pid,
             "errors": self.errors,
             "exited": self.exited,
-            "dumps": [d.to_json() if d else None for d in self.dumps],
+            "frames": table,
+            "dumps": dumps,
             "stuck": [s.to_json() for s in self.stuck],
             "deadlock_suspects": [s.tid for s in self.deadlock_suspects],
         }
@@ -147,6 +227,9 @@ def classify(
         return BUSY, cpu
     sc = second.syscall
     if sc in LOCK_SYSCALLS:
+        py = [f for f in second.frames if f.kind == "python"]
+        if py and any(m in py[-1].file for m in _EVENT_MODULES):
+            return EVENT_WAIT, cpu
         return LOCK_WAIT, cpu
     if sc in SLEEP_SYSCALLS:
         return SLEEPING, cpu

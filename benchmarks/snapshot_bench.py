@@ -1,0 +1,148 @@
+"""Snapshot wall time and archive size for 20 processes x 50 threads.
+
+Starts 20 real CPython processes, each with 50 threads (48 blocked at various stack depths,
+one lightly busy, the main thread), then runs the real ``hostprof snapshot`` CLI against all
+of them several times and prints medians. The baseline beside it is what a responder does
+without hostprof: ``py-spy dump`` of each process in turn (stacks only, no profile, no facts).
+
+Budget (issue 7): wall time <= --profile-seconds + 3 s; archive a few KB per process.
+
+Usage: .venv/bin/python benchmarks/snapshot_bench.py [--procs 20] [--threads 50] [--runs 3]
+       [--profile-seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from typing import List
+
+TARGET = """
+import random, sys, threading, time
+N = int(sys.argv[1])
+stop = threading.Event()
+
+def nest(depth, fn):
+    if depth == 0:
+        return fn()
+    return nest(depth - 1, fn)
+
+def waiter(i):
+    nest(5 + i % 20, lambda: stop.wait())
+
+def worker():
+    def work():
+        while not stop.is_set():
+            sum(x * x for x in range(2000))
+            time.sleep(0.005)
+    nest(8, work)
+
+for i in range(N - 2):
+    threading.Thread(target=waiter, args=(i,), name=f"waiter-{i}", daemon=True).start()
+threading.Thread(target=worker, name="worker", daemon=True).start()
+print("READY", flush=True)
+stop.wait()
+"""
+
+
+def spawn(n: int, threads: int) -> List[subprocess.Popen]:
+    exe = os.path.realpath(sys.executable)
+    procs = [
+        subprocess.Popen(
+            [exe, "-c", TARGET, str(threads)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+        )
+        for _ in range(n)
+    ]
+    for p in procs:
+        assert p.stdout is not None
+        if not p.stdout.readline().startswith(b"READY"):
+            raise RuntimeError("a target failed to start")
+    return procs
+
+
+def snapshot(pids: List[int], seconds: float, out: str) -> float:
+    args = [sys.executable, "-m", "hostprof", "snapshot", "-q", "--profile-seconds", str(seconds)]
+    for pid in pids:
+        args += ["--pid", str(pid)]
+    t0 = time.monotonic()
+    res = subprocess.run([*args, "-o", out], capture_output=True, text=True, check=False)
+    wall = time.monotonic() - t0
+    if res.returncode not in (0, 6):
+        raise RuntimeError(f"snapshot failed ({res.returncode}): {res.stderr}")
+    return wall
+
+
+def pyspy_each(pids: List[int]) -> float:
+    exe = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    t0 = time.monotonic()
+    for pid in pids:
+        subprocess.run(
+            [exe, "dump", "--nonblocking", "--pid", str(pid)], capture_output=True, check=False
+        )
+    return time.monotonic() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--procs", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=50)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--profile-seconds", type=float, default=5.0)
+    opts = ap.parse_args()
+    procs = spawn(opts.procs, opts.threads)
+    pids = [p.pid for p in procs]
+    tmp = tempfile.mkdtemp(prefix="hostprof-bench-")
+    walls, sizes, members = [], [], {}
+    base = []
+    try:
+        for i in range(opts.runs):
+            out = os.path.join(tmp, f"s{i}.tar.gz")
+            walls.append(snapshot(pids, opts.profile_seconds, out))
+            sizes.append(os.path.getsize(out))
+            with tarfile.open(out) as tar:
+                for m in tar.getmembers():
+                    members.setdefault(m.name.split("/", 1)[-1], []).append(m.size)
+            base.append(pyspy_each(pids))
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    budget = opts.profile_seconds + 3
+    wall = statistics.median(walls)
+    size = statistics.median(sizes)
+    print(
+        f"\nhostprof snapshot: {opts.procs} processes x {opts.threads} threads, "
+        f"--profile-seconds {opts.profile_seconds:g}, {opts.runs} runs (medians), "
+        f"{os.cpu_count()} CPUs\n"
+    )
+    print(f"| {'measure':<44} | {'value':>12} |")
+    print(f"|{'-' * 46}|{'-' * 14}|")
+    rows = [
+        ("snapshot wall time (s)", f"{wall:.2f}"),
+        ("  runs (s)", " ".join(f"{w:.2f}" for w in walls)),
+        ("budget: profile-seconds + 3 (s)", f"{budget:.2f}"),
+        ("wall time / budget", f"{wall / budget:.2f}"),
+        ("overhead beyond the profile window (s)", f"{wall - opts.profile_seconds:.2f}"),
+        ("baseline: py-spy dump of each process in turn (s)", f"{statistics.median(base):.2f}"),
+        ("archive size (KiB)", f"{size / 1024:.1f}"),
+        ("archive size per process (KiB)", f"{size / 1024 / opts.procs:.2f}"),
+    ]
+    for name, value in rows:
+        print(f"| {name:<44} | {value:>12} |")
+    print("\nuncompressed members (median bytes):")
+    for name, vals in sorted(members.items()):
+        print(f"  {name:<28} {statistics.median(vals):>10,.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
