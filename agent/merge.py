@@ -9,6 +9,8 @@ Join rule (documented in docs/ebpf.md): the eBPF collectors aggregate in the ker
 (thread, time slot) (``slot_ns``, 8.4 ms by default) and report each slot's midpoint. Each
 eBPF row takes the Python stack of the *same tid* whose sample time is *nearest* to that
 midpoint, if it is within ``max_gap_ns`` (default: two sampling intervals plus one slot);
+failing that, the samples just before and after the midpoint if both show the same stack
+(the thread stayed in that function; common for blocked threads and a starved sampler);
 its frames then sit above the eBPF frames (Python root ... Python leaf, native, kernel, then
 ``<syscall:NAME>``, ``<gc gen=N>`` leaves). Rows without a Python sample close enough keep their
 eBPF stack unchanged and are counted in :attr:`PythonMerger.unmatched`.
@@ -67,8 +69,10 @@ class PythonMerger:
         slot_ns: int = 1 << 23,
         max_gap_ns: Optional[int] = None,
         keep_ns: int = 5_000_000_000,
+        bracket_ns: int = 1_000_000_000,
     ) -> None:
         self.max_gap_ns = max_gap_ns if max_gap_ns is not None else 2 * interval_ns + slot_ns
+        self.bracket_ns = bracket_ns
         self.keep_ns = keep_ns
         self._stacks: List[Tuple[Frame, ...]] = []
         self._stack_ids: Dict[Tuple[Frame, ...], int] = {}
@@ -109,7 +113,12 @@ class PythonMerger:
         return None if hit is None else self._stacks[hit[0]]
 
     def _lookup(self, tid: int, ts: int) -> Optional[Tuple[int, int]]:
-        """(stack id, |gap| ns) of the nearest Python sample of ``tid``, or None."""
+        """(stack id, |gap| ns) of the Python sample of ``tid`` to charge at ``ts``, or None.
+
+        The nearest sample within ``max_gap_ns``; failing that (the sampler was starved, or
+        the thread was blocked between samples), the samples just before and just after,
+        if they agree on the stack and are at most ``bracket_ns`` apart.
+        """
         h = self._threads.get(tid)
         if h is None or not len(h.ts):
             return None
@@ -120,7 +129,15 @@ class PythonMerger:
                 d = abs(int(h.ts[j]) - ts)
                 if d < gap:
                     best, gap = j, d
-        return None if best < 0 else (int(h.stacks[best]), gap)
+        if best >= 0:
+            return int(h.stacks[best]), gap
+        if (
+            0 < i < len(h.ts)
+            and h.stacks[i - 1] == h.stacks[i]
+            and int(h.ts[i]) - int(h.ts[i - 1]) <= self.bracket_ns
+        ):
+            return int(h.stacks[i]), min(ts - int(h.ts[i - 1]), int(h.ts[i]) - ts)
+        return None
 
     # ------------------------------------------------------------------------- ebpf side
     def merge(self, batch: RawBatch) -> RawBatch:

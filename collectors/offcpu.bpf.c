@@ -35,8 +35,9 @@ struct hp_off_start {
   u32 pad;
 };
 
-/* Written by user space only: how far it already charged a still-blocked thread's current
- * interval (it charges long blocks at each drain so they are not invisible until they end). */
+/* How far user space already charged a still-blocked thread's current interval (it charges
+ * long blocks at each drain so they are not invisible until they end); the kernel marks an
+ * entry consumed (start = 0) when it closes that interval. */
 struct hp_off_charged {
   u64 start; /* the interval's offcpu_since.ts */
   u64 until;
@@ -73,14 +74,22 @@ TRACEPOINT_PROBE(sched, sched_switch) {
   if (!s || s->ts == 0)
     return 0;
   u64 start = s->ts;
+  /* Consume user space's partial charge before closing the interval (s->ts = 0): user space
+   * re-reads offcpu_since after writing offcpu_charged, and a closed interval whose charge
+   * was not consumed tells it the kernel accounted the whole interval itself. */
+  u64 from = start;
+  struct hp_off_charged *c = offcpu_charged.lookup(&next);
+  if (c && c->start == start) {
+    if (c->until > start && c->until < now)
+      from = c->until; /* user space charged [start, until) already */
+    c->start = 0;      /* consumed */
+  }
   s->ts = 0;
   if (now - start < HP_MIN_NS) {
     hp_count(HP_STAT_SHORT);
     return 0;
   }
-  struct hp_off_charged *c = offcpu_charged.lookup(&next);
-  if (c && c->start == start && c->until > start && c->until < now)
-    start = c->until; /* user space charged the part up to `until` already */
+  start = from;
   u64 delta = now - start;
   hp_count(HP_STAT_EVENTS);
   struct hp_stack_key key = {};

@@ -135,13 +135,21 @@ class OffCpuCollector(Collector):
 
     def _charge_blocked(self, builder: _ebpf.BatchBuilder, blocked: List[Tuple[Any, Any]]) -> None:
         """Charges threads that are blocked right now up to now, so a thread stuck in recv()
-        for minutes shows up in every window, not only when it finally wakes."""
+        for minutes shows up in every window, not only when it finally wakes.
+
+        Protocol with offcpu.bpf.c, per blocked thread: write ``offcpu_charged = (ts, now)``,
+        then re-read ``offcpu_since``. Still blocked with the same ``ts``: the kernel will
+        start its own accounting at ``now``, so [previous charge, now) is ours. Closed
+        meanwhile: if the kernel consumed our entry it started at ``now`` (ours stands);
+        otherwise it accounted the whole interval and we charge nothing.
+        """
         assert self._stacks is not None
-        now = time.monotonic_ns()  # the clock bpf_ktime_get_ns() reads
         since = self._bpf["offcpu_since"]
         charged = self._bpf["offcpu_charged"]
+        todo = []
         for k, v in blocked:
             tid, pid, ts = int(k.value), int(v.pid), int(v.ts)
+            now = time.monotonic_ns()  # the clock bpf_ktime_get_ns() reads
             if now - ts < self.min_block_ns or now <= ts:
                 continue
             if not os.path.exists(f"/proc/{pid}/task/{tid}"):
@@ -149,12 +157,25 @@ class OffCpuCollector(Collector):
                     del since[k]
                 continue
             start = ts
-            try:
+            with contextlib.suppress(KeyError):
                 c = charged[k]
                 if c.start == ts and ts < c.until < now:
                     start = int(c.until)
+            charged[k] = charged.Leaf(ts, now)
+            try:
+                still = int(since[k].ts) == ts
             except KeyError:
-                pass
+                still = False
+            if not still:
+                try:
+                    consumed = int(charged[k].start) == 0
+                except KeyError:
+                    consumed = False
+                if not consumed:
+                    continue
+            todo.append((pid, tid, v, start, now))
+        # Symbolise only after the protocol above, so its window stays microseconds long.
+        for pid, tid, v, start, now in todo:
             stack = self._stacks.user(pid, int(v.ustack)) + self._stacks.kernel(int(v.kstack))
             slot_ts = (
                 0
@@ -162,7 +183,6 @@ class OffCpuCollector(Collector):
                 else ((start >> self.shift) << self.shift) + (1 << (self.shift - 1))
             )
             builder.add(stack, (now - start,), pid, tid, slot_ts)
-            charged[k] = charged.Leaf(ts, now)
 
     def stop(self) -> None:
         if self._bpf is not None:

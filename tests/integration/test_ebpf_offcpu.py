@@ -65,15 +65,21 @@ def test_blocked_time_under_blocking_functions() -> None:
     for b in batches["python"]:
         merger.remember(b)
     merged = concat([merger.merge(b) for b in batches["offcpu"]])
+    # Kernel functions each blocking call waits in (the kernel stack at block time).
+    waits = {"sleeper": "do_nanosleep", "receiver": "unix_stream_read_generic"}
     for func, (tid, ns) in truth.items():
-        got = sum(v[0] for frames, v, _pid, rtid in merged if rtid == tid)
-        under = sum(
+        mine = [(frames, v) for frames, v, _pid, rtid in merged if rtid == tid]
+        total = sum(v[0] for _, v in mine)
+        in_call = sum(
             v[0]
-            for frames, v, _pid, rtid in merged
-            if rtid == tid and func in python_functions(frames)
+            for frames, v in mine
+            if func in python_functions(frames) and any(f.function == waits[func] for f in frames)
         )
         print(
-            f"{func}: blocked {got / 1e9:.3f} s (truth {ns / 1e9:.3f}), {under / got:.3f} under it"
+            f"{func}: blocked {total / 1e9:.3f} s in all, {in_call / 1e9:.3f} s in the call "
+            f"under {func} (truth {ns / 1e9:.3f})"
         )
-        assert abs(got - ns) <= 0.05 * ns, (func, got, ns)
-        assert abs(under - ns) <= 0.05 * ns, (func, under, ns)
+        # THEN the time blocked in the call, under the calling function, is within 5 %
+        assert abs(in_call - ns) <= 0.05 * ns, (func, in_call, ns)
+        # AND the thread's total off-CPU time (which adds GIL and start-up waits) is not less
+        assert total >= 0.95 * ns, (func, total, ns)

@@ -10,7 +10,10 @@ import pytest
 
 from hostprof.collectors import _kheaders
 
-CONFIG = '# comment\nCONFIG_BPF=y\nCONFIG_FOO=m\nCONFIG_HZ=250\nCONFIG_NAME="x"\n# CONFIG_OFF is not set\n'
+CONFIG = (
+    '# comment\nCONFIG_BPF=y\nCONFIG_FOO=m\nCONFIG_HZ=250\nCONFIG_NAME="x"\n'
+    "# CONFIG_OFF is not set\n"
+)
 
 
 def test_autoconf_translates_each_kind_of_value() -> None:
