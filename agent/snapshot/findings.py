@@ -31,7 +31,10 @@ def _frame_label(function: str, file: str, line: int) -> str:
 
 
 def top_functions(
-    profile: Optional[Profile], n: int = TOP_N, value_index: int = 0
+    profile: Optional[Profile],
+    n: int = TOP_N,
+    value_index: int = 0,
+    skip_kernel: bool = False,
 ) -> List[Dict[str, Any]]:
     """The functions with the most self and total value (one row per function and file)."""
     if profile is None or len(profile) == 0:
@@ -47,6 +50,10 @@ def top_functions(
         # Self time goes to the innermost non-synthetic frame (a '<gc>' leaf charges its caller
         # too: that is where the time went from the code's point of view).
         leaf = frames[-1]
+        if skip_kernel:
+            # Off-CPU stacks all end in the scheduler; what matters is who called into it.
+            user = [f for f in frames if f.kind != FrameKind.KERNEL]
+            leaf = user[-1] if user else leaf
         self_v[(leaf.function, leaf.file, leaf.kind)] += v
         for key in {(f.function, f.file, f.kind) for f in frames}:
             total_v[key] += v
@@ -251,6 +258,6 @@ def derive(
         "gc_pauses": pauses,
         "top_functions": top_functions(profiles.get("python")),
         "top_native": top_functions(profiles.get("cpu")),
-        "top_offcpu": top_functions(profiles.get("offcpu")),
+        "top_offcpu": top_functions(profiles.get("offcpu"), skip_kernel=True),
         "busiest_syscalls": busiest_syscalls(profiles.get("syscalls")),
     }

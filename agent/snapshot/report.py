@@ -20,6 +20,7 @@ from typing import Optional
 from hostprof.snapshot import document as doc
 from hostprof.snapshot import svgflame
 from hostprof.snapshot.records import ProcessDump
+from hostprof.snapshot.stacks import IDLE_REASONS
 from hostprof.snapshot.take import SNAPSHOT_VERSION
 from hostprof.snapshot.take import Snapshot
 
@@ -111,6 +112,8 @@ def findings_blocks(snap: Snapshot) -> List[doc.Block]:
         (dl["pid"], t["tid"]) for dl in f.get("deadlock_suspects", []) for t in dl["threads"]
     }
     rest = [t for t in f.get("stuck_threads", []) if (t["pid"], t["tid"]) not in in_deadlock]
+    idle = [t for t in rest if t["reason"] in IDLE_REASONS]
+    rest = [t for t in rest if t["reason"] not in IDLE_REASONS]
     groups: Dict[tuple, List[Mapping[str, Any]]] = {}
     for t in rest:
         key = (t["pid"], t["reason"], t["function"], t["file"], t["line"], t.get("app_function"))
@@ -122,6 +125,16 @@ def findings_blocks(snap: Snapshot) -> List[doc.Block]:
         hidden = sum(len(ts) for ts in shown[TOP_ROWS:])
         items.append(
             f"… and {hidden} more threads in {len(shown) - TOP_ROWS} groups (snapshot.json)"
+        )
+    if idle and len(idle) <= 5 and not items:
+        items.extend(f"pid {t['pid']} {_thread_line(t)}" for t in idle)
+    elif idle:
+        n_proc = len({t["pid"] for t in idle})
+        counts = {r: sum(1 for t in idle if t["reason"] == r) for r in sorted(IDLE_REASONS)}
+        what = ", ".join(f"{n} {r}" for r, n in counts.items() if n)
+        items.append(
+            f"{len(idle)} idle thread(s) in {n_proc} process(es) also kept their stack ({what}): "
+            "usually normal for worker pools and main threads (each one is in stacks.txt)"
         )
     if items:
         blocks.append(doc.Bullets(items))
@@ -382,8 +395,16 @@ def header_blocks(snap: Snapshot) -> List[doc.Block]:
     """Title and one-paragraph overview."""
     n_py = sum(1 for t in snap.targets if t.is_python)
     state = "**PARTIAL**" if snap.partial else "complete"
-    readers = ", ".join(snap.readers_used) or "none"
-    collected = ", ".join(sorted(snap.profile.profiles)) or "none"
+    used = sorted({d.source for ps in snap.stacks.values() for d in ps.dumps if d is not None})
+    readers = ", ".join(used) or "none"
+    cov = snap.profile.coverage
+    collected = (
+        ", ".join(
+            f"{name} {cov[name]:.1f} s" if name in cov else name
+            for name in sorted(snap.profile.profiles, key=lambda n: (n != "python", n))
+        )
+        or "none"
+    )
     return [
         doc.Heading(
             1, f"hostprof snapshot — {snap.host.get('hostname', '?')}, {_when(snap.started_ns)}"

@@ -50,6 +50,9 @@ BLOCKED = "blocked"
 REASON_ORDER = {LOCK_WAIT: 0, BUSY: 1, BLOCKED: 2, IO_WAIT: 3, EVENT_WAIT: 4, SLEEPING: 5}
 """How alarming each kind of stuck thread is, most first (the summary's order)."""
 
+IDLE_REASONS = frozenset({EVENT_WAIT, SLEEPING})
+"""Reasons that are what idle threads normally do: summarised, not listed one by one."""
+
 # Modules whose blocking calls are waits for an event, not a lock taken by the application.
 _EVENT_MODULES = ("/threading.py", "/queue.py", "/concurrent/futures/", "/multiprocessing/")
 
@@ -225,7 +228,8 @@ def classify(
         return BUSY, cpu
     if second.os_state == "running" and first.os_state == "running":
         return BUSY, cpu
-    sc = second.syscall
+    # A thread caught between two syscalls in one dump still tells what it waits on in the other.
+    sc = second.syscall or first.syscall
     if sc in LOCK_SYSCALLS:
         py = [f for f in second.frames if f.kind == "python"]
         if py and any(m in py[-1].file for m in _EVENT_MODULES):

@@ -242,7 +242,9 @@ def take_snapshot(
         snap.stacks.setdefault(pid, ProcessStacks(pid))
     _attach_native(snap, snap.profile.profiles.get("cpu"))
     for name, why in snap.profile.unavailable.items():
-        snap.unavailable[f"{name} profile"] = why
+        snap.unavailable[
+            "Python frames in eBPF stacks" if name == "merge" else f"{name} profile"
+        ] = why
     snap.findings = derive(snap.stacks, snap.profile.profiles, snap.profile.duration_ns)
     for t in targets:
         snap.statuses[t.pid] = _status(snap, t)
