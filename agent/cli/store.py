@@ -190,8 +190,8 @@ class StoreCommand(Command):
                     print(f"  {ptype}")
             st = backend.stats()
             print(
-                f"# {st['series']} series, {st['raw_rows']} sample rows, {st['nodes']} stack "
-                f"nodes, {st['bytes'] / 1e6:.1f} MB",
+                f"# {st['series']} series, {st['windows']} windows, {st['samples']} samples, "
+                f"{st['stacks']} distinct stacks, {st['bytes'] / 1e6:.1f} MB",
                 file=sys.stderr,
             )
         finally:
@@ -199,8 +199,6 @@ class StoreCommand(Command):
         return 0
 
     def query(self, args: argparse.Namespace) -> int:
-        from hostprof.store.flame import Tree
-        from hostprof.store.flame import stacks
         from hostprof.store.query import parse_query
         from hostprof.store.query import parse_time
 
@@ -210,8 +208,8 @@ class StoreCommand(Command):
         try:
             ids = [s.id for s in backend.series(args.tenant, q, start, end)]
             values = backend.merge(ids, start, end)
-            tree = Tree(*backend.parents_and_names())
-            lines = sorted(f"{';'.join(names)} {v}" for names, v in stacks(tree, values))
+            names = backend.stack_names(sorted(values))
+            lines = sorted(f"{';'.join(names[sid])} {v}" for sid, v in values.items() if v)
         finally:
             backend.close()
         sys.stdout.write("".join(line + "\n" for line in lines))

@@ -3,19 +3,23 @@
 Layout (one database file, WAL mode so readers never wait for the writer):
 
 * ``names(id, name)``: interned function names.
-* ``nodes(id, parent, name)``: the call tree of every stack ever stored. A stack is the id of
-  its leaf node, so a stack is stored once and shares its prefix with every other stack. Node
-  0 is the virtual root. A child's id is always greater than its parent's.
+* ``stacks(id, frames)``: every distinct stack once, as a blob of uint32 name ids, leaf first.
+  In memory the stacks live in :class:`hostprof.native._core.StackTable`, which interns a
+  whole payload's stacks in C.
 * ``series(id, tenant, profile_type, labels, ...)``: one row per (tenant, profile type, label
-  set). Tenants are separated here: every sample row belongs to exactly one tenant's series.
+  set). Tenants are separated here: every sample belongs to exactly one tenant's series.
 * Per UTC day ``D`` (a partition; retention drops whole partitions):
-  ``raw_D(series, ts, node, value)`` at the resolution pushed (10 s windows),
-  ``min_D`` and ``hour_D`` (same columns, ``ts`` rounded down to the minute / hour, one row per
-  (series, ts, node)), and ``tot_D(series, ts, value)``, per-window totals for timelines.
+  ``raw_D(series, ts, total, data)``: one row per pushed window (10 s), whose ``data`` blob
+  holds the window's samples, i.e. the (stack id, value) pairs of that (series, window);
+  ``min_D`` and ``hour_D``: the same, merged per minute and per hour.
 * ``partitions(day, rolled)``: the raw rowid up to which the rollups include ``raw_D``.
 
-Rollups are built incrementally by rowid, not by time: every raw row is added to its minute
-and hour row exactly once, by the writer, a few seconds after it lands, so late data is
+A blob is ``n`` int64 values followed by ``n`` uint32 stack ids, sorted by stack id. One row
+per window instead of one per sample keeps ingest at a few SQLite operations per push, and a
+day of one service reads 24 hour blobs.
+
+Rollups are built incrementally by rowid, not by time: every raw row is merged into its minute
+and hour rows exactly once, by the writer, a few seconds after it lands, so late data is
 rolled up like any other. A query reads whole hours from ``hour_D``, whole minutes from
 ``min_D``, the ragged edges from ``raw_D``, and adds the raw rows not rolled up yet (rowid >
 ``rolled``), all inside one read transaction, so the answer is exact at any moment.
@@ -43,45 +47,81 @@ from typing import Optional
 from typing import Sequence
 from typing import Tuple
 
+import numpy as np
+
 from hostprof._errors import StorageError
-from hostprof.store.decode import Stack
+from hostprof.native._core import StackTable
+from hostprof.store.decode import SeriesData
+from hostprof.store.decode import StackBatch
 from hostprof.store.decode import Upload
 from hostprof.store.query import Query
 
 DAY = 86400
 HOUR = 3600
 MINUTE = 60
-ROLL_INTERVAL = 2.0
+ROLL_INTERVAL = 5.0
 """Seconds between rollup passes of the writer."""
+ROLL_ROWS = 20000
+"""Raw rows merged per rollup transaction at most (keeps the write lock short)."""
 MAX_BATCH = 512
 """Uploads per write transaction at most."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS names(id INTEGER PRIMARY KEY, name TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS nodes(id INTEGER PRIMARY KEY, parent INTEGER NOT NULL,
-                                 name INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS stacks(id INTEGER PRIMARY KEY, frames BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS series(id INTEGER PRIMARY KEY, tenant TEXT NOT NULL,
     profile_type TEXT NOT NULL, labels TEXT NOT NULL, first_ts INTEGER NOT NULL,
     last_ts INTEGER NOT NULL, spy_name TEXT NOT NULL DEFAULT '',
     sample_rate INTEGER NOT NULL DEFAULT 0, UNIQUE(tenant, profile_type, labels));
 CREATE TABLE IF NOT EXISTS seen(tenant TEXT NOT NULL, id TEXT NOT NULL, ts INTEGER NOT NULL,
     PRIMARY KEY(tenant, id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS partitions(day INTEGER PRIMARY KEY, rolled INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS partitions(day INTEGER PRIMARY KEY, rolled INTEGER NOT NULL)
 """
 
 _PARTITION = """
 CREATE TABLE IF NOT EXISTS raw_{d}(series INTEGER NOT NULL, ts INTEGER NOT NULL,
-    node INTEGER NOT NULL, value INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS raw_{d}_st ON raw_{d}(series, ts);
+    total INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS raw_{d}_st ON raw_{d}(series, ts, total);
 CREATE TABLE IF NOT EXISTS min_{d}(series INTEGER NOT NULL, ts INTEGER NOT NULL,
-    node INTEGER NOT NULL, value INTEGER NOT NULL, PRIMARY KEY(series, ts, node)) WITHOUT ROWID;
+    total INTEGER NOT NULL, data BLOB NOT NULL, UNIQUE(series, ts));
 CREATE TABLE IF NOT EXISTS hour_{d}(series INTEGER NOT NULL, ts INTEGER NOT NULL,
-    node INTEGER NOT NULL, value INTEGER NOT NULL, PRIMARY KEY(series, ts, node)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS tot_{d}(series INTEGER NOT NULL, ts INTEGER NOT NULL,
-    value INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS tot_{d}_st ON tot_{d}(series, ts);
+    total INTEGER NOT NULL, data BLOB NOT NULL, UNIQUE(series, ts))
 """
+
+
+def pack(stack_ids: np.ndarray, values: np.ndarray) -> bytes:
+    """Encodes (stack id, value) pairs as a blob, merging repeated ids and dropping zeros."""
+    ids, vals = merge_pairs(stack_ids, values)
+    return vals.astype("<i8").tobytes() + ids.astype("<u4").tobytes()
+
+
+def unpack(blob: bytes) -> Tuple[np.ndarray, np.ndarray]:
+    """Decodes a blob into (stack ids uint32, values int64)."""
+    n = len(blob) // 12
+    vals = np.frombuffer(blob, dtype="<i8", count=n)
+    ids = np.frombuffer(blob, dtype="<u4", count=n, offset=8 * n)
+    return ids, vals
+
+
+def merge_pairs(ids: np.ndarray, vals: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Sums values per id (exact int64); returns ids sorted, without zero sums."""
+    if len(ids) == 0:
+        return np.zeros(0, dtype=np.uint32), np.zeros(0, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+    sums = np.add.reduceat(vals[order].astype(np.int64), starts)
+    keep = sums != 0
+    return ids[starts][keep].astype(np.uint32), sums[keep]
+
+
+def merge_blobs(blobs: Sequence[bytes]) -> Tuple[np.ndarray, np.ndarray]:
+    """Sums many blobs into one (ids, values) pair."""
+    if not blobs:
+        return merge_pairs(np.zeros(0, np.uint32), np.zeros(0, np.int64))
+    parts = [unpack(b) for b in blobs]
+    return merge_pairs(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
 @dataclasses.dataclass
@@ -125,7 +165,7 @@ class Backend:
         raise NotImplementedError
 
     def merge(self, series_ids: Sequence[int], start: int, end: int) -> Dict[int, int]:
-        """Sums sample values per stack (leaf node id) over [start, end) seconds."""
+        """Sums sample values per stack id over [start, end) seconds."""
         raise NotImplementedError
 
     def totals(
@@ -134,8 +174,8 @@ class Backend:
         """Per (series id, bucket index) totals, buckets of ``step`` seconds from ``start``."""
         raise NotImplementedError
 
-    def node(self, node_id: int) -> Tuple[int, str]:
-        """(parent id, function name) of a node; the root is node 0 with parent -1."""
+    def stack_names(self, stack_ids: Sequence[int]) -> Dict[int, Tuple[str, ...]]:
+        """Function names of stacks, root first."""
         raise NotImplementedError
 
     def apply_retention(self, keep_seconds: int, now: Optional[float] = None) -> int:
@@ -166,21 +206,15 @@ class SQLiteBackend(Backend):
                 f"no store database at {self.path}", "start 'hostprof store serve' first"
             )
         self._local = threading.local()
-        self._lock = threading.RLock()  # guards the in-memory caches below
-        self._names: List[str] = [""]
-        self._name_ids: Dict[str, int] = {}
-        self._parent: List[int] = [-1]
-        self._node_name: List[int] = [0]
-        self._node_ids: Dict[Tuple[int, int], int] = {}
-        self._stack_cache: Dict[Stack, int] = {}
-        self._series: Dict[int, SeriesInfo] = {}
-        self._series_ids: Dict[Tuple[str, str, str], int] = {}
-        self._partitions: Dict[int, int] = {}
+        # Guards the in-memory tables below. StackTable.intern_many runs without the GIL, so
+        # readers must not call get() while the writer interns.
+        self._lock = threading.RLock()
         self._queue: queue.Queue[Optional[tuple]] = queue.Queue()
         self._writer: Optional[threading.Thread] = None
         self._wconn: Optional[sqlite3.Connection] = None
         self._last_roll = 0.0
         self._last_retention = 0.0
+        self._reset_caches()
         try:
             if not readonly:
                 self._wconn = self._connect()
@@ -193,6 +227,14 @@ class SQLiteBackend(Backend):
                 target=self._write_loop, name="store-writer", daemon=True
             )
             self._writer.start()
+
+    def _reset_caches(self) -> None:
+        self._names: List[str] = []
+        self._name_ids: Dict[str, int] = {}
+        self._stacks = StackTable(65536)
+        self._series: Dict[int, SeriesInfo] = {}
+        self._series_ids: Dict[Tuple[str, str, str], int] = {}
+        self._partitions: Dict[int, int] = {}
 
     # ------------------------------------------------------------------------- connections
     def _connect(self) -> sqlite3.Connection:
@@ -219,44 +261,41 @@ class SQLiteBackend(Backend):
     def _load(self) -> None:
         conn = self._wconn or self._reader()
         with self._lock:
-            for nid, name in conn.execute("SELECT id, name FROM names ORDER BY id"):
-                self._add_name(nid, name)
-            self._load_nodes(conn)
-            for row in conn.execute(
-                "SELECT id, tenant, profile_type, labels, first_ts, last_ts, spy_name, "
-                "sample_rate FROM series"
-            ):
-                info = SeriesInfo(row[0], row[1], row[2], dict(json.loads(row[3])), *row[4:])
-                self._series[info.id] = info
-                self._series_ids[(info.tenant, info.profile_type, row[3])] = info.id
+            self._load_names_and_stacks(conn)
+            self._load_series(conn)
             self._partitions = dict(conn.execute("SELECT day, rolled FROM partitions"))
 
-    def _add_name(self, nid: int, name: str) -> None:
-        while len(self._names) <= nid:
-            self._names.append("")
-        self._names[nid] = name
-        self._name_ids[name] = nid
-
-    def _load_nodes(self, conn: sqlite3.Connection) -> None:
-        for nid, parent, name in conn.execute(
-            "SELECT id, parent, name FROM nodes WHERE id >= ? ORDER BY id", (len(self._parent),)
+    def _load_names_and_stacks(self, conn: sqlite3.Connection) -> None:
+        for nid, name in conn.execute(
+            "SELECT id, name FROM names WHERE id >= ? ORDER BY id", (len(self._names),)
         ):
-            while len(self._parent) < nid:  # gaps only after a crash between id uses
-                self._parent.append(0)
-                self._node_name.append(0)
-            self._parent.append(parent)
-            self._node_name.append(name)
-            self._node_ids[(parent, name)] = nid
+            if nid != len(self._names):
+                raise StorageError(f"store database {self.path} has a gap in its name table")
+            self._names.append(name)
+            self._name_ids[name] = nid
+        rows = conn.execute(
+            "SELECT id, frames FROM stacks WHERE id >= ? ORDER BY id", (len(self._stacks),)
+        ).fetchall()
+        if rows:
+            base = len(self._stacks)
+            lens = np.fromiter((len(r[1]) // 4 for r in rows), dtype=np.int64, count=len(rows))
+            offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+            np.cumsum(lens, out=offsets[1:])
+            flat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<u4")
+            ids = self._stacks.intern_many(flat, offsets)
+            expect = np.arange(base, base + len(rows), dtype=np.uint32)
+            if rows[0][0] != base or not np.array_equal(ids, expect):
+                raise StorageError(f"store database {self.path} has an inconsistent stack table")
 
-    def _refresh(self) -> None:
-        """Picks up names, nodes and series another process wrote (read-only opens)."""
-        conn = self._reader()
-        with self._lock:
-            for nid, name in conn.execute(
-                "SELECT id, name FROM names WHERE id >= ? ORDER BY id", (len(self._names),)
-            ):
-                self._add_name(nid, name)
-            self._load_nodes(conn)
+    def _load_series(self, conn: sqlite3.Connection) -> None:
+        self._series, self._series_ids = {}, {}
+        for row in conn.execute(
+            "SELECT id, tenant, profile_type, labels, first_ts, last_ts, spy_name, "
+            "sample_rate FROM series"
+        ):
+            info = SeriesInfo(row[0], row[1], row[2], dict(json.loads(row[3])), *row[4:])
+            self._series[info.id] = info
+            self._series_ids[(info.tenant, info.profile_type, row[3])] = info.id
 
     # ------------------------------------------------------------------------- writing
     def submit(self, tenant: str, uploads: List[Upload]) -> concurrent.futures.Future:
@@ -278,7 +317,8 @@ class SQLiteBackend(Backend):
                 break
             if item[0] is None:  # flush(): roll up now, then report
                 try:
-                    self.roll_up()
+                    while self.roll_up():
+                        pass
                     item[2].set_result([])
                 except Exception as exc:
                     item[2].set_exception(_storage_error(exc))
@@ -297,7 +337,7 @@ class SQLiteBackend(Backend):
                 self._write_batch(batch)
             except BaseException as exc:  # never leave a caller waiting on a dead writer
                 for it in batch:
-                    if not getattr(it[2], "done", lambda: True)():
+                    if not it[2].done():
                         it[2].set_exception(_storage_error(exc))
             self._housekeeping()
         self._housekeeping(force=True)
@@ -323,25 +363,22 @@ class SQLiteBackend(Backend):
     def _reload_after_error(self) -> None:
         # The caches may hold ids from a rolled-back transaction: rebuild them from disk.
         with self._lock:
-            self._names, self._name_ids = [""], {}
-            self._parent, self._node_name, self._node_ids = [-1], [0], {}
-            self._stack_cache = {}
-            self._series, self._series_ids = {}, {}
+            self._reset_caches()
             self._load()
 
     def _transaction(self, batch: List[tuple]) -> List[List[WriteResult]]:
         conn = self._wconn
         assert conn is not None
         results: List[List[WriteResult]] = []
-        rows: Dict[int, List[Tuple[int, int, int, int]]] = {}
-        tots: Dict[int, List[Tuple[int, int, int]]] = {}
+        rows: Dict[int, List[Tuple[int, int, int, bytes]]] = {}
         touched: Dict[int, SeriesInfo] = {}
-        new_names: List[Tuple[int, str]] = []
-        new_nodes: List[Tuple[int, int, int]] = []
+        names_before = len(self._names)
+        stacks_before = len(self._stacks)
         now = int(time.time())
         conn.execute("BEGIN IMMEDIATE")
         try:
             with self._lock:
+                interned: Dict[int, np.ndarray] = {}
                 for tenant, uploads, _fut in batch:
                     res: List[WriteResult] = []
                     for up in uploads:
@@ -354,31 +391,37 @@ class SQLiteBackend(Backend):
                                 res.append(WriteResult(0, True))
                                 continue
                         for sd in up.series:
+                            ids = interned.get(id(sd.stacks))
+                            if ids is None:
+                                ids = interned[id(sd.stacks)] = self._intern(sd.stacks)
+                            blob = pack(ids, sd.values)
+                            if not blob:
+                                continue
                             sid = self._series_for(conn, tenant, sd, touched)
                             day = sd.ts // DAY
                             if day not in self._partitions:
                                 self._create_partition(conn, day)
-                            out = rows.setdefault(day, [])
-                            intern = self._intern
-                            total = 0
-                            ts = sd.ts
-                            for stack, value in zip(sd.stacks, sd.values):
-                                out.append((sid, ts, intern(stack, new_names, new_nodes), value))
-                                total += value
-                            tots.setdefault(day, []).append((sid, ts, total))
+                            rows.setdefault(day, []).append(
+                                (sid, sd.ts, int(sd.values.sum()), blob)
+                            )
                         res.append(WriteResult(len(up.series), False))
                     results.append(res)
-            if new_names:
-                conn.executemany("INSERT INTO names(id, name) VALUES (?, ?)", new_names)
-            if new_nodes:
-                conn.executemany("INSERT INTO nodes(id, parent, name) VALUES (?, ?, ?)", new_nodes)
+                if len(self._names) > names_before:
+                    conn.executemany(
+                        "INSERT INTO names(id, name) VALUES (?, ?)",
+                        [(i, self._names[i]) for i in range(names_before, len(self._names))],
+                    )
+                if len(self._stacks) > stacks_before:
+                    conn.executemany(
+                        "INSERT INTO stacks(id, frames) VALUES (?, ?)",
+                        [
+                            (i, np.asarray(self._stacks.get(i), dtype="<u4").tobytes())
+                            for i in range(stacks_before, len(self._stacks))
+                        ],
+                    )
             for day, day_rows in rows.items():
                 conn.executemany(
-                    f"INSERT INTO raw_{day}(series, ts, node, value) VALUES (?, ?, ?, ?)", day_rows
-                )
-            for day, day_tots in tots.items():
-                conn.executemany(
-                    f"INSERT INTO tot_{day}(series, ts, value) VALUES (?, ?, ?)", day_tots
+                    f"INSERT INTO raw_{day}(series, ts, total, data) VALUES (?, ?, ?, ?)", day_rows
                 )
             if touched:
                 conn.executemany(
@@ -396,7 +439,24 @@ class SQLiteBackend(Backend):
             raise
         return results
 
-    def _series_for(self, conn: sqlite3.Connection, tenant: str, sd, touched) -> int:
+    def _intern(self, batch: StackBatch) -> np.ndarray:
+        """Stack ids (global) for a batch; adds new names and stacks to the tables."""
+        remap = np.empty(len(batch.names), dtype=np.uint32)
+        name_ids = self._name_ids
+        for i, name in enumerate(batch.names):
+            nid = name_ids.get(name)
+            if nid is None:
+                nid = name_ids[name] = len(self._names)
+                self._names.append(name)
+            remap[i] = nid
+        if len(batch) == 0:
+            return np.zeros(0, dtype=np.uint32)
+        try:
+            return self._stacks.intern_many(batch.frames, batch.offsets, remap)
+        except ValueError as exc:  # offsets or frame ids out of range: a decoder bug
+            raise StorageError(f"bad stack batch: {exc}") from None
+
+    def _series_for(self, conn: sqlite3.Connection, tenant: str, sd: SeriesData, touched) -> int:
         key_labels = json.dumps(sorted(sd.labels.items()), separators=(",", ":"))
         key = (tenant, sd.profile_type, key_labels)
         sid = self._series_ids.get(key)
@@ -435,32 +495,6 @@ class SQLiteBackend(Backend):
             touched[sid] = info
         return sid
 
-    def _intern(self, stack: Stack, new_names: list, new_nodes: list) -> int:
-        nid = self._stack_cache.get(stack)
-        if nid is not None:
-            return nid
-        parent = 0
-        name_ids = self._name_ids
-        node_ids = self._node_ids
-        for name in stack:
-            name_id = name_ids.get(name)
-            if name_id is None:
-                name_id = len(self._names)
-                self._add_name(name_id, name)
-                new_names.append((name_id, name))
-            child = node_ids.get((parent, name_id))
-            if child is None:
-                child = len(self._parent)
-                self._parent.append(parent)
-                self._node_name.append(name_id)
-                node_ids[(parent, name_id)] = child
-                new_nodes.append((child, parent, name_id))
-            parent = child
-        if len(self._stack_cache) > 1_000_000:
-            self._stack_cache.clear()
-        self._stack_cache[stack] = parent
-        return parent
-
     def _create_partition(self, conn: sqlite3.Connection, day: int) -> None:
         if day < 0 or day > 10**6:
             raise StorageError(f"day {day} is outside the storable range")
@@ -476,7 +510,8 @@ class SQLiteBackend(Backend):
         try:
             if force or now - self._last_roll >= ROLL_INTERVAL:
                 self._last_roll = now
-                self.roll_up()
+                while self.roll_up() and force:
+                    pass
             if self.retention and (force or now - self._last_retention >= HOUR):
                 self._last_retention = now
                 self.apply_retention(self.retention, now)
@@ -484,33 +519,47 @@ class SQLiteBackend(Backend):
             pass  # retried on the next pass; queries stay exact without rollups
 
     def roll_up(self) -> int:
-        """Adds raw rows not yet rolled up to the minute and hour tables; returns rows rolled."""
+        """Merges raw rows not yet rolled up into the minute and hour tables (at most
+        ``ROLL_ROWS`` per partition per call); returns how many raw rows were rolled."""
         conn = self._wconn
         if conn is None:
             return 0
         done = 0
         for day, rolled in sorted(self._partitions.items()):
-            hi = conn.execute(f"SELECT max(rowid) FROM raw_{day}").fetchone()[0] or 0
-            if hi <= rolled:
+            rows = conn.execute(
+                f"SELECT rowid, series, ts, data FROM raw_{day} WHERE rowid > ? "
+                "ORDER BY rowid LIMIT ?",
+                (rolled, ROLL_ROWS),
+            ).fetchall()
+            if not rows:
                 continue
+            hi = rows[-1][0]
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for table, width in (("min", MINUTE), ("hour", HOUR)):
-                    conn.execute(
-                        f"INSERT INTO {table}_{day}(series, ts, node, value) "
-                        f"SELECT series, ts - ts % {width}, node, SUM(value) FROM raw_{day} "
-                        "WHERE rowid > ? AND rowid <= ? GROUP BY 1, 2, 3 "
-                        "ON CONFLICT(series, ts, node) "
-                        "DO UPDATE SET value = value + excluded.value",
-                        (rolled, hi),
-                    )
+                    groups: Dict[Tuple[int, int], List[bytes]] = {}
+                    for _rowid, series, ts, data in rows:
+                        groups.setdefault((series, ts - ts % width), []).append(data)
+                    for (series, ts), blobs in groups.items():
+                        old = conn.execute(
+                            f"SELECT data FROM {table}_{day} WHERE series = ? AND ts = ?",
+                            (series, ts),
+                        ).fetchone()
+                        if old is not None:
+                            blobs.append(old[0])
+                        ids, vals = merge_blobs(blobs)
+                        conn.execute(
+                            f"INSERT OR REPLACE INTO {table}_{day}(series, ts, total, data) "
+                            "VALUES (?, ?, ?, ?)",
+                            (series, ts, int(vals.sum()), pack(ids, vals)),
+                        )
                 conn.execute("UPDATE partitions SET rolled = ? WHERE day = ?", (hi, day))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             self._partitions[day] = hi
-            done += hi - rolled
+            done += len(rows)
         return done
 
     def apply_retention(self, keep_seconds: int, now: Optional[float] = None) -> int:
@@ -522,7 +571,7 @@ class SQLiteBackend(Backend):
         for day in old:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for t in ("raw", "min", "hour", "tot"):
+                for t in ("raw", "min", "hour"):
                     conn.execute(f"DROP TABLE IF EXISTS {t}_{day}")
                 conn.execute("DELETE FROM partitions WHERE day = ?", (day,))
                 conn.execute("COMMIT")
@@ -543,16 +592,16 @@ class SQLiteBackend(Backend):
 
     def flush(self, timeout: float = 60.0) -> None:
         """Waits until everything queued so far is committed and rolled up."""
-        fut: concurrent.futures.Future = concurrent.futures.Future()
         if self._writer is None:
             return
+        fut: concurrent.futures.Future = concurrent.futures.Future()
         self._queue.put((None, [], fut))
         fut.result(timeout)
 
     def close(self) -> None:
         if self._writer is not None and self._writer.is_alive():
             self._queue.put(None)
-            self._writer.join(timeout=60)
+            self._writer.join(timeout=120)
         if self._wconn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._wconn.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -566,7 +615,8 @@ class SQLiteBackend(Backend):
     # ------------------------------------------------------------------------- reading
     def series(self, tenant: str, query: Optional[Query], start: int, end: int) -> List[SeriesInfo]:
         if self.readonly:
-            self._reload_series()
+            with self._lock:
+                self._load_series(self._reader())
         with self._lock:
             infos = list(self._series.values())
         out = []
@@ -583,58 +633,52 @@ class SQLiteBackend(Backend):
             out.append(s)
         return out
 
-    def _reload_series(self) -> None:
-        with self._lock:
-            self._series, self._series_ids = {}, {}
-            for row in self._reader().execute(
-                "SELECT id, tenant, profile_type, labels, first_ts, last_ts, spy_name, "
-                "sample_rate FROM series"
-            ):
-                info = SeriesInfo(row[0], row[1], row[2], dict(json.loads(row[3])), *row[4:])
-                self._series[info.id] = info
-                self._series_ids[(info.tenant, info.profile_type, row[3])] = info.id
-
     def _snapshot(self) -> Tuple[sqlite3.Connection, Dict[int, int]]:
         conn = self._reader()
         conn.execute("BEGIN")
         parts = dict(conn.execute("SELECT day, rolled FROM partitions"))
         return conn, parts
 
-    def merge(self, series_ids: Sequence[int], start: int, end: int) -> Dict[int, int]:
+    def merge_arrays(
+        self, series_ids: Sequence[int], start: int, end: int
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`merge`, as (stack ids, values) arrays."""
         if not series_ids or end <= start:
-            return {}
+            return merge_blobs([])
         ids = ",".join(str(int(i)) for i in series_ids)
         conn, parts = self._snapshot()
+        blobs: List[bytes] = []
         try:
-            sql: List[str] = []
-            args: List[int] = []
             for table, lo, hi in _plan(start, end):
                 for day in range(lo // DAY, (hi - 1) // DAY + 1):
                     if day not in parts:
                         continue
                     a, b = max(lo, day * DAY), min(hi, (day + 1) * DAY)
-                    sql.append(
-                        f"SELECT node, value FROM {table}_{day} "
-                        f"WHERE series IN ({ids}) AND ts >= ? AND ts < ?"
-                    )
-                    args += [a, b]
+                    blobs += [
+                        r[0]
+                        for r in conn.execute(
+                            f"SELECT data FROM {table}_{day} "
+                            f"WHERE series IN ({ids}) AND ts >= ? AND ts < ?",
+                            (a, b),
+                        )
+                    ]
                     if table != "raw":
                         # Raw rows the writer has not rolled up yet.
-                        sql.append(
-                            f"SELECT node, value FROM raw_{day} WHERE rowid > ? "
-                            f"AND series IN ({ids}) AND ts >= ? AND ts < ?"
-                        )
-                        args += [parts[day], a, b]
-            if not sql:
-                return {}
-            rows = conn.execute(
-                f"SELECT node, SUM(value) FROM ({' UNION ALL '.join(sql)}) GROUP BY node", args
-            ).fetchall()
+                        blobs += [
+                            r[0]
+                            for r in conn.execute(
+                                f"SELECT data FROM raw_{day} WHERE rowid > ? "
+                                f"AND series IN ({ids}) AND ts >= ? AND ts < ?",
+                                (parts[day], a, b),
+                            )
+                        ]
         finally:
             conn.execute("COMMIT")
-        if self.readonly and rows and max(r[0] for r in rows) >= len(self._parent):
-            self._refresh()
-        return dict(rows)
+        return merge_blobs(blobs)
+
+    def merge(self, series_ids: Sequence[int], start: int, end: int) -> Dict[int, int]:
+        ids, vals = self.merge_arrays(series_ids, start, end)
+        return dict(zip(ids.tolist(), vals.tolist()))
 
     def totals(
         self, series_ids: Sequence[int], start: int, end: int, step: int
@@ -650,7 +694,7 @@ class SQLiteBackend(Backend):
                 if day not in parts:
                     continue
                 for sid, bucket, value in conn.execute(
-                    f"SELECT series, (ts - ?) / ?, SUM(value) FROM tot_{day} "
+                    f"SELECT series, (ts - ?) / ?, SUM(total) FROM raw_{day} "
                     f"WHERE series IN ({ids}) AND ts >= ? AND ts < ? GROUP BY 1, 2",
                     (start, step, start, end),
                 ):
@@ -659,28 +703,37 @@ class SQLiteBackend(Backend):
             conn.execute("COMMIT")
         return out
 
-    def node(self, node_id: int) -> Tuple[int, str]:
-        if node_id >= len(self._parent):
-            self._refresh()
-        return self._parent[node_id], self._names[self._node_name[node_id]]
-
-    def parents_and_names(self) -> Tuple[List[int], List[int], List[str]]:
-        """The node tables as lists (parent per node, name id per node, names): for renderers."""
-        return self._parent, self._node_name, self._names
+    def stack_names(self, stack_ids: Sequence[int]) -> Dict[int, Tuple[str, ...]]:
+        with self._lock:
+            if self.readonly and stack_ids and max(stack_ids) >= len(self._stacks):
+                self._load_names_and_stacks(self._reader())
+            names = self._names
+            get = self._stacks.get
+            return {
+                sid: tuple(names[f] for f in reversed(get(sid)))
+                for sid in stack_ids
+                if sid < len(self._stacks)
+            }
 
     def stats(self) -> Dict[str, int]:
         """Row counts and file sizes, for ``hostprof store ls`` and the benchmark."""
         conn, parts = self._snapshot()
         try:
-            raw = sum(conn.execute(f"SELECT count(*) FROM raw_{d}").fetchone()[0] for d in parts)
-            nodes = conn.execute("SELECT count(*) FROM nodes").fetchone()[0]
+            windows = 0
+            samples = 0
+            for d in parts:
+                w, b = conn.execute(f"SELECT count(*), sum(length(data)) FROM raw_{d}").fetchone()
+                windows += w
+                samples += (b or 0) // 12
+            stacks = conn.execute("SELECT count(*) FROM stacks").fetchone()[0]
             series = conn.execute("SELECT count(*) FROM series").fetchone()[0]
         finally:
             conn.execute("COMMIT")
         size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
         return {
-            "raw_rows": raw,
-            "nodes": nodes,
+            "windows": windows,
+            "samples": samples,
+            "stacks": stacks,
             "series": series,
             "partitions": len(parts),
             "bytes": size,

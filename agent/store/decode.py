@@ -18,8 +18,10 @@ from typing import Dict
 from typing import List
 from typing import Mapping
 from typing import Optional
+from typing import Sequence
 from typing import Tuple
 
+import numpy as np
 from google.protobuf.message import DecodeError
 
 from hostprof._errors import FormatError
@@ -28,9 +30,6 @@ from hostprof.store.query import CPU_TYPE
 from hostprof.store.query import legacy_name
 from hostprof.store.query import parse_selector
 
-Stack = Tuple[str, ...]
-"""A stack as function names, root first."""
-
 MAX_LABELS = 64
 MAX_LABEL_LEN = 1024
 MAX_DEPTH = 1024
@@ -38,6 +37,46 @@ MAX_DEPTH = 1024
 
 class TooLarge(FormatError):
     """A payload inflates past its size budget (HTTP 413)."""
+
+
+@dataclasses.dataclass
+class StackBatch:
+    """Stacks of one payload, as indexes into a local name table (no Python object per frame).
+
+    Stack ``i`` is ``frames[offsets[i]:offsets[i + 1]]``, **leaf first** (pprof's order).
+    """
+
+    names: List[str]
+    """Local function-name table."""
+    frames: np.ndarray
+    """uint32 indexes into ``names``."""
+    offsets: np.ndarray
+    """int64, one more than the number of stacks."""
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @classmethod
+    def from_stacks(cls, stacks: Sequence[Sequence[str]]) -> StackBatch:
+        """Builds a batch from stacks given as names, **root first** (folded order)."""
+        names: List[str] = []
+        index: Dict[str, int] = {}
+        flat: List[int] = []
+        offsets = [0]
+        for stack in stacks:
+            for name in reversed(stack):
+                i = index.get(name)
+                if i is None:
+                    i = index[name] = len(names)
+                    names.append(name)
+                flat.append(i)
+            offsets.append(len(flat))
+        return cls(names, np.asarray(flat, dtype=np.uint32), np.asarray(offsets, dtype=np.int64))
+
+    def stack(self, i: int) -> Tuple[str, ...]:
+        """Stack ``i`` as names, root first (for tests and tools)."""
+        ids = self.frames[self.offsets[i] : self.offsets[i + 1]]
+        return tuple(self.names[j] for j in ids[::-1].tolist())
 
 
 @dataclasses.dataclass
@@ -50,8 +89,10 @@ class SeriesData:
     """Profile type id, ``name:type:unit:period_type:period_unit``."""
     ts: int
     """Window start, Unix seconds."""
-    stacks: List[Stack]
-    values: List[int]
+    stacks: StackBatch
+    """The stacks (shared by the series of one profile's sample types)."""
+    values: np.ndarray
+    """int64 value per stack of ``stacks`` (zeros allowed)."""
     spy_name: str = ""
     sample_rate: int = 0
 
@@ -104,6 +145,212 @@ def _clean_ts(ts: int, now: float) -> int:
     return ts
 
 
+@dataclasses.dataclass
+class _Pprof:
+    """What the store needs from one pprof profile."""
+
+    types: List[Tuple[str, str]]
+    period: Tuple[str, str]
+    period_value: int
+    time_nanos: int
+    # (sorted sample labels) -> (stacks, values matrix (n, len(types)))
+    groups: Dict[Tuple[Tuple[str, str], ...], Tuple[StackBatch, np.ndarray]]
+
+
+def _fast_pprof(data: bytes) -> Optional[_Pprof]:
+    """Reads a pprof profile with a constant number of Python operations (no loop over
+    samples or locations), or returns None when the profile needs the general reader.
+
+    The trick: joining many serialized sub-messages and parsing the result as one message of
+    a "scan" type (agent/proto/pprof_scan.proto) appends all their repeated fields, so upb does
+    the per-item work in C. The fast path applies when every location has exactly one line
+    and no address (symbolized, no inlining: what Python profilers send), every function has
+    a name, samples carry no labels and each sample's location ids are one packed field.
+    """
+    try:
+        m = messages("hostprof.pprofscan.ProfileScan").FromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise FormatError(f"not a pprof profile: {exc}") from None
+    strings = list(m.string_table)
+    nstr = len(strings)
+    if not nstr or strings[0] != "":
+        return None
+    types = []
+    for vt in m.sample_type:
+        if not (0 <= vt.type < nstr and 0 <= vt.unit < nstr):
+            return None
+        types.append((strings[vt.type] or "samples", strings[vt.unit] or "count"))
+    if not types:
+        return None
+    pt = m.period_type
+    if not (0 <= pt.type < nstr and 0 <= pt.unit < nstr):
+        return None
+    period = (strings[pt.type], strings[pt.unit])
+    nsamples = len(m.sample)
+    nloc = len(m.location)
+    nfunc = len(m.function)
+    scan = "hostprof.pprofscan."
+    funcs = messages(scan + "FunctionScan").FromString(b"".join(m.function))
+    if len(funcs.id) != nfunc or len(funcs.name) != nfunc:
+        return None
+    locs = messages(scan + "LocationScan").FromString(b"".join(m.location))
+    if len(locs.id) != nloc or len(locs.line) != nloc or len(locs.address):
+        return None
+    lines = messages(scan + "LineScan").FromString(b"".join(locs.line))
+    if len(lines.function_id) != nloc:
+        return None
+    samples = messages(scan + "SampleScan").FromString(b"".join(m.sample))
+    if len(samples.label):
+        return None
+    ntypes = len(types)
+    values = np.array(samples.value, dtype=np.int64)
+    if len(values) != nsamples * ntypes:
+        return None
+    flat_loc = np.array(samples.location_id, dtype=np.uint64)
+    counts = _packed_counts(m.sample, nsamples)
+    if counts is None or int(counts.sum()) != len(flat_loc):
+        return None
+    # location id -> function id -> name string index, by direct lookup tables (pprof ids
+    # are small dense integers in practice; sparse ids go to the general reader).
+    loc_row = _id_table(np.array(locs.id, dtype=np.uint64))
+    func_row = _id_table(np.array(funcs.id, dtype=np.uint64))
+    if loc_row is None or func_row is None:
+        return None
+    name_idx = np.array(funcs.name, dtype=np.int64)
+    if len(name_idx) and (name_idx.min() < 0 or name_idx.max() >= nstr):
+        raise FormatError("pprof function name index out of range")
+    loc_func = _lookup(func_row, np.array(lines.function_id, dtype=np.uint64), "function")
+    loc_of = _lookup(loc_row, flat_loc, "location")
+    frame_str = name_idx[loc_func][loc_of]
+    # Compact the local name table to the strings used as function names.
+    used_mask = np.zeros(nstr, dtype=bool)
+    used_mask[frame_str] = True
+    used = np.flatnonzero(used_mask)
+    compact = np.cumsum(used_mask) - 1
+    frames = compact[frame_str]
+    names = [strings[i] for i in used.tolist()]
+    offsets = np.zeros(nsamples + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    batch = StackBatch(names, frames.astype(np.uint32), offsets)
+    return _Pprof(
+        types, period, m.period, m.time_nanos, {(): (batch, values.reshape(nsamples, ntypes))}
+    )
+
+
+def _id_table(ids: np.ndarray) -> Optional[np.ndarray]:
+    """A table mapping id -> row for small ids (None when ids are sparse or huge)."""
+    if len(ids) == 0:
+        return np.full(1, -1, dtype=np.int64)
+    top = int(ids.max())
+    if top > 4 * len(ids) + 4096:
+        return None
+    table = np.full(top + 1, -1, dtype=np.int64)
+    table[ids.astype(np.int64)] = np.arange(len(ids), dtype=np.int64)
+    return table
+
+
+def _lookup(table: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
+    """Rows of ``ids`` in an id table; unknown ids are a format error."""
+    if len(ids) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if int(ids.max()) >= len(table):
+        raise FormatError(f"pprof names an unknown {what}")
+    rows = table[ids.astype(np.int64)]
+    if rows.min() < 0:
+        raise FormatError(f"pprof names an unknown {what}")
+    return rows
+
+
+def _packed_counts(sample_bytes, n: int) -> Optional[np.ndarray]:
+    """Location ids per sample when each sample starts with one packed location_id field
+    (vectorized over all samples); None otherwise."""
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    lens = np.fromiter(map(len, sample_bytes), dtype=np.int64, count=n)
+    buf = np.frombuffer(b"".join(sample_bytes), dtype=np.uint8)
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(lens[:-1], out=starts[1:])
+    ends = starts + lens
+    nonempty = lens > 0
+    first = np.zeros(n, dtype=np.uint8)
+    first[nonempty] = buf[starts[nonempty]]
+    has = nonempty & (first == 0x0A)
+    # Samples without the field must start with another field (value = 0x12, label = 0x1A).
+    if np.any(nonempty & ~has & (first != 0x12) & (first != 0x1A)):
+        return None
+    pad = np.concatenate((buf, np.zeros(3, dtype=np.uint8)))
+    b1 = pad[starts + 1].astype(np.int64)
+    b2 = pad[starts + 2].astype(np.int64)
+    one = b1 < 0x80
+    if np.any(has & ~one & (b2 >= 0x80)):
+        return None  # a location list over 16 KiB: let the general reader do it
+    length = np.where(one, b1, (b1 & 0x7F) | (b2 << 7))
+    pstart = starts + np.where(one, 2, 3)
+    pend = pstart + length
+    if np.any(has & (pend > ends)):
+        raise FormatError("pprof sample is truncated")
+    term = np.concatenate(([0], np.cumsum(buf < 0x80)))
+    counts = np.where(has, term[np.minimum(pend, len(buf))] - term[np.minimum(pstart, len(buf))], 0)
+    return counts.astype(np.int64)
+
+
+def _slow_pprof(data: bytes) -> _Pprof:
+    """Reads any valid pprof profile (inlined lines, addresses, sample labels)."""
+    try:
+        msg = messages("perftools.profiles.Profile").FromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise FormatError(f"not a pprof profile: {exc}") from None
+    strings = list(msg.string_table)
+    nstr = len(strings)
+
+    def s(i: int) -> str:
+        if i < 0 or i >= nstr:
+            raise FormatError(f"pprof string index {i} out of range ({nstr} strings)")
+        return strings[i]
+
+    types = [(s(v.type) or "samples", s(v.unit) or "count") for v in msg.sample_type]
+    if not types:
+        raise FormatError("pprof profile has no sample_type")
+    period = ("", "")
+    if msg.HasField("period_type"):
+        period = (s(msg.period_type.type), s(msg.period_type.unit))
+    funcs: Dict[int, str] = {f.id: s(f.name) for f in msg.function}
+    locs: Dict[int, List[str]] = {}
+    for loc in msg.location:
+        names = []
+        for line in loc.line:  # line[0] is the innermost inlined call: leaf-first order
+            name = funcs.get(line.function_id)
+            if name is None:
+                raise FormatError(f"pprof location {loc.id} names an unknown function")
+            names.append(name)
+        locs[loc.id] = names if names else [f"0x{loc.address:x}"]
+    ntypes = len(types)
+    grouped: Dict[Tuple[Tuple[str, str], ...], Tuple[List[List[str]], List[List[int]]]] = {}
+    for sample in msg.sample:
+        vals = list(sample.value)
+        if len(vals) != ntypes:
+            raise FormatError(f"pprof sample has {len(vals)} values, expected {ntypes}")
+        stack: List[str] = []
+        for lid in sample.location_id:
+            frames = locs.get(lid)
+            if frames is None:
+                raise FormatError(f"pprof sample names an unknown location {lid}")
+            stack.extend(frames)
+        key: Tuple[Tuple[str, str], ...] = ()
+        if sample.label:
+            key = tuple(
+                sorted((s(lb.key), s(lb.str) if lb.str else str(lb.num)) for lb in sample.label)
+            )
+        group = grouped.setdefault(key, ([], []))
+        group[0].append(stack[:MAX_DEPTH][::-1])
+        group[1].append(vals)
+    groups = {
+        key: (StackBatch.from_stacks(st), np.asarray(v, dtype=np.int64).reshape(-1, ntypes))
+        for key, (st, v) in grouped.items()
+    }
+    return _Pprof(types, period, msg.period, msg.time_nanos, groups)
+
+
 def pprof_series(
     raw: bytes,
     labels: Mapping[str, str],
@@ -125,87 +372,29 @@ def pprof_series(
     """
     now = time.time() if now is None else now
     data = inflate(raw, limit)
-    try:
-        msg = messages("perftools.profiles.Profile").FromString(data)
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        raise FormatError(f"not a pprof profile: {exc}") from None
-    strings = list(msg.string_table)
-    nstr = len(strings)
-
-    def s(i: int) -> str:
-        if i < 0 or i >= nstr:
-            raise FormatError(f"pprof string index {i} out of range ({nstr} strings)")
-        return strings[i]
-
-    types = [(s(v.type) or "samples", s(v.unit) or "count") for v in msg.sample_type]
-    if not types:
-        raise FormatError("pprof profile has no sample_type")
-    period = ("", "")
-    if msg.HasField("period_type"):
-        period = (s(msg.period_type.type), s(msg.period_type.unit))
-    funcs: Dict[int, str] = {f.id: s(f.name) for f in msg.function}
-    locs: Dict[int, Stack] = {}
-    for loc in msg.location:
-        names = []
-        for line in reversed(loc.line):  # line[0] is the innermost inlined call
-            name = funcs.get(line.function_id)
-            if name is None:
-                raise FormatError(f"pprof location {loc.id} names unknown function")
-            names.append(name)
-        locs[loc.id] = tuple(names) if names else (f"0x{loc.address:x}",)
-
+    prof = _fast_pprof(data) or _slow_pprof(data)
     base = dict(labels)
     base.setdefault("__name__", "process_cpu")
     if not base.get("service_name"):
         base["service_name"] = "unknown_service"
     _check_labels(base)
     name = base["__name__"]
-    when = _clean_ts(ts or msg.time_nanos // 1_000_000_000, now)
+    when = _clean_ts(ts or prof.time_nanos // 1_000_000_000, now)
     sample_rate = 0
-    if msg.period > 0 and period[1] == "nanoseconds":
-        sample_rate = round(1e9 / msg.period)
-    ntypes = len(types)
-    # (label key) -> per-type (stacks, values)
-    groups: Dict[Tuple[Tuple[str, str], ...], List[Tuple[List[Stack], List[int]]]] = {}
-    for sample in msg.sample:
-        vals = sample.value
-        if len(vals) != ntypes:
-            raise FormatError(f"pprof sample has {len(vals)} values, expected {ntypes}")
-        stack: List[str] = []
-        for lid in reversed(sample.location_id):
-            frames = locs.get(lid)
-            if frames is None:
-                raise FormatError(f"pprof sample names unknown location {lid}")
-            stack.extend(frames)
-        if len(stack) > MAX_DEPTH:
-            stack = stack[:MAX_DEPTH]
-        key: Tuple[Tuple[str, str], ...] = ()
-        if sample.label:
-            key = tuple(
-                sorted((s(lb.key), s(lb.str) if lb.str else str(lb.num)) for lb in sample.label)
-            )
-        cols = groups.get(key)
-        if cols is None:
-            cols = groups[key] = [([], []) for _ in range(ntypes)]
-        st = tuple(stack)
-        for i in range(ntypes):
-            v = vals[i]
-            if v:
-                cols[i][0].append(st)
-                cols[i][1].append(v)
+    if prof.period_value > 0 and prof.period[1] == "nanoseconds":
+        sample_rate = round(1e9 / prof.period_value)
     out: List[SeriesData] = []
-    for key, cols in groups.items():
+    for key, (batch, values) in prof.groups.items():
         series_labels = dict(base)
         if key:
             series_labels.update(key)
             _check_labels(series_labels)
-        for (stype, sunit), (stacks, values) in zip(types, cols):
-            if not stacks:
+        for col, (stype, sunit) in enumerate(prof.types):
+            column = values[:, col]
+            if not len(batch) or not column.any():
                 continue
-            ptype = f"{name}:{stype}:{sunit}:{period[0]}:{period[1]}"
-            out.append(
-                SeriesData(series_labels, ptype, when, stacks, values, spy_name, sample_rate)
-            )
+            ptype = f"{name}:{stype}:{sunit}:{prof.period[0]}:{prof.period[1]}"
+            out.append(SeriesData(series_labels, ptype, when, batch, column, spy_name, sample_rate))
     return out
 
 
@@ -253,7 +442,7 @@ def folded_series(
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FormatError(f"folded input is not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    sums: Dict[Stack, int] = {}
+    sums: Dict[Tuple[str, ...], int] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -274,17 +463,13 @@ def folded_series(
         if not frames:
             raise FormatError(f"folded line {lineno}: no frames")
         sums[frames] = sums.get(frames, 0) + count
-    if scale != 1.0:
-        values = [min(round(v * scale), 2**62) for v in sums.values()]
-    else:
-        values = list(sums.values())
-    keep = [(st, v) for st, v in zip(sums.keys(), values) if v]
+    values = [min(round(v * scale), 2**62) for v in sums.values()]
     return SeriesData(
         dict(labels),
         profile_type,
         ts,
-        [k for k, _ in keep],
-        [v for _, v in keep],
+        StackBatch.from_stacks(list(sums)),
+        np.asarray(values, dtype=np.int64),
         spy_name,
         sample_rate,
     )
@@ -364,7 +549,7 @@ def ingest_upload(params: IngestParams, body: bytes, limit: int) -> Upload:
     sd = folded_series(
         data, params.labels, ptype, params.ts, scale, params.spy_name, params.sample_rate
     )
-    return Upload("", [sd] if sd.stacks else [])
+    return Upload("", [sd] if len(sd.stacks) and sd.values.any() else [])
 
 
 def json_error(code: str, message: str) -> bytes:

@@ -1,14 +1,15 @@
 """Builds flamegraphs (Pyroscope's flamebearer layout) from per-stack values.
 
-Input is ``{leaf node id: value}`` from :meth:`Backend.merge` plus the node tree (parent and
-name per node). Output levels hold, per node, ``[xOffsetDelta, total, self, nameIndex]``: the
-format ``/pyroscope/render`` and ``FlameGraph`` (querier.v1) share; see docs/store-api.md.
+Input is ``{stack id: value}`` from :meth:`Backend.merge` and the stacks' function names.
+Output levels hold, per node, ``[xOffsetDelta, total, self, nameIndex]``: the format
+``/pyroscope/render`` and ``FlameGraph`` (querier.v1) share; see docs/store-api.md.
 """
 
 from __future__ import annotations
 
 from typing import Dict
 from typing import List
+from typing import Mapping
 from typing import Sequence
 from typing import Tuple
 
@@ -16,126 +17,147 @@ OTHER = "other"
 
 
 class Tree:
-    """A merged call tree over the store's node ids (0 is the root)."""
+    """A call tree merged from stacks; node 0 is the root ("total").
 
-    def __init__(self, parent: Sequence[int], node_name: Sequence[int], names: Sequence[str]):
-        self._parent = parent
-        self._node_name = node_name
-        self._names = names
+    Every node keeps one self value per side (one side for a flamegraph, two for a diff).
+    A child's id is always greater than its parent's.
+    """
 
-    def totals(self, self_values: Dict[int, int]) -> Tuple[Dict[int, int], Dict[int, int]]:
-        """(total per node, self per node) over the ancestor closure of ``self_values``."""
-        parent = self._parent
-        total: Dict[int, int] = {0: 0}
-        selfv: Dict[int, int] = {}
-        for nid, v in self_values.items():
-            if not v:
-                continue
-            selfv[nid] = selfv.get(nid, 0) + v
-            n = nid
-            while n not in total:
-                total[n] = 0
-                n = parent[n]
-        # Children have larger ids than their parents: sum bottom-up in descending id order.
-        for nid in sorted(total, reverse=True):
-            t = total[nid] + selfv.get(nid, 0)
-            total[nid] = t
-            if nid:
-                total[parent[nid]] += t
-        return total, selfv
+    def __init__(self, sides: int = 1) -> None:
+        self.parent: List[int] = [-1]
+        self.name: List[str] = ["total"]
+        self.selfv: List[List[int]] = [[0] for _ in range(sides)]
+        self._index: Dict[Tuple[int, str], int] = {}
 
-    def name(self, nid: int) -> str:
-        """The function name of a node ("total" for the root)."""
-        return "total" if nid == 0 else self._names[self._node_name[nid]]
+    def add(self, names: Sequence[str], value: int, side: int = 0) -> None:
+        """Adds ``value`` to the stack ``names`` (root first)."""
+        node = 0
+        index = self._index
+        for name in names:
+            child = index.get((node, name))
+            if child is None:
+                child = index[(node, name)] = len(self.parent)
+                self.parent.append(node)
+                self.name.append(name)
+                for col in self.selfv:
+                    col.append(0)
+            node = child
+        self.selfv[side][node] += value
 
-    def children(self, nodes: Sequence[int]) -> Dict[int, List[int]]:
-        """Children lists (sorted by name) for a set of nodes."""
+    @classmethod
+    def build(
+        cls,
+        names_of: Mapping[int, Tuple[str, ...]],
+        *sides: Mapping[int, int],
+    ) -> Tree:
+        """A tree from one or more ``{stack id: value}`` maps (one per side)."""
+        tree = cls(len(sides))
+        for side, values in enumerate(sides):
+            for sid, v in values.items():
+                if v:
+                    tree.add(names_of.get(sid, ("[unknown stack]",)), v, side)
+        return tree
+
+    def totals(self, side: int = 0) -> List[int]:
+        """Total (self plus descendants) per node for one side."""
+        total = list(self.selfv[side])
+        parent = self.parent
+        for nid in range(len(total) - 1, 0, -1):
+            total[parent[nid]] += total[nid]
+        return total
+
+    def children(self, keep: Sequence[bool]) -> Dict[int, List[int]]:
+        """Children lists (sorted by name) of the kept nodes."""
         kids: Dict[int, List[int]] = {}
-        for nid in nodes:
-            if nid:
-                kids.setdefault(self._parent[nid], []).append(nid)
+        for nid in range(1, len(self.parent)):
+            if keep[nid]:
+                kids.setdefault(self.parent[nid], []).append(nid)
+        name = self.name
         for lst in kids.values():
-            lst.sort(key=self.name)
+            lst.sort(key=lambda n: name[n])
         return kids
 
 
-def _keep(total: Dict[int, int], max_nodes: int) -> Dict[int, int]:
-    if max_nodes <= 0 or len(total) <= max_nodes:
-        return total
+def _keep(total: List[int], max_nodes: int) -> List[bool]:
+    n = len(total)
+    if max_nodes <= 0 or n <= max_nodes:
+        return [True] * n
     # Ties go to the smaller id (the parent), so the kept set is closed under ancestors.
-    ranked = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[:max_nodes]
-    return dict(ranked)
+    ranked = sorted(range(n), key=lambda i: (-total[i], i))[:max_nodes]
+    keep = [False] * n
+    for i in ranked:
+        keep[i] = True
+    keep[0] = True
+    return keep
 
 
-def flamebearer(tree: Tree, self_values: Dict[int, int], max_nodes: int = 0) -> dict:
-    """A single flamegraph: ``{names, levels, numTicks, maxSelf}``."""
-    total, selfv = tree.totals(self_values)
-    kept = _keep(total, max_nodes)
-    # Subtrees cut by max_nodes become one "other" child per parent.
-    other: Dict[int, int] = {}
-    if len(kept) < len(total):
-        parent = tree._parent
-        for nid, t in total.items():
-            if nid not in kept and parent[nid] in kept:
-                other[parent[nid]] = other.get(parent[nid], 0) + t
-    kids = tree.children(list(kept))
-    names: List[str] = []
-    index: Dict[str, int] = {}
+class _Names:
+    def __init__(self) -> None:
+        self.names: List[str] = []
+        self._index: Dict[str, int] = {}
 
-    def name_idx(name: str) -> int:
-        i = index.get(name)
+    def __call__(self, name: str) -> int:
+        i = self._index.get(name)
         if i is None:
-            i = index[name] = len(names)
-            names.append(name)
+            i = self._index[name] = len(self.names)
+            self.names.append(name)
         return i
 
+
+def flamebearer(tree: Tree, max_nodes: int = 0) -> dict:
+    """A single flamegraph: ``{names, levels, numTicks, maxSelf}``."""
+    total = tree.totals()
+    selfv = tree.selfv[0]
+    keep = _keep(total, max_nodes)
+    # Subtrees cut by max_nodes become one "other" child per kept parent.
+    other: Dict[int, int] = {}
+    for nid in range(1, len(total)):
+        if not keep[nid] and keep[tree.parent[nid]]:
+            other[tree.parent[nid]] = other.get(tree.parent[nid], 0) + total[nid]
+    kids = tree.children(keep)
+    names = _Names()
     levels: List[List[int]] = []
     ends: List[int] = []  # per level: x where the last node ended
     max_self = 0
     # Iterative DFS, left to right, so each level's nodes come out in x order.
-    stack: List[Tuple[int, int, int]] = [(0, 0, 0)]  # (node, depth, x); node -1 = "other"
-    other_of: Dict[int, Tuple[int, int]] = {}
+    stack: List[Tuple[int, int, int]] = [(0, 0, 0)]  # (node, depth, x); node < 0: "other"
     while stack:
         nid, depth, x = stack.pop()
         if nid < 0:
-            t, s = other_of[-nid - 1]
+            t = s = other[-nid - 1]
             name = OTHER
         else:
-            t, s = kept[nid], selfv.get(nid, 0)
-            name = tree.name(nid)
+            t, s, name = total[nid], selfv[nid], tree.name[nid]
+        if t == 0 and nid != 0:
+            continue
         while len(levels) <= depth:
             levels.append([])
             ends.append(0)
-        levels[depth] += [x - ends[depth], t, s, name_idx(name)]
+        levels[depth] += [x - ends[depth], t, s, names(name)]
         ends[depth] = x + t
         max_self = max(max_self, s)
         if nid < 0:
             continue
-        child_x = x
         pushes = []
+        child_x = x
         for c in kids.get(nid, ()):
-            pushes.append((c, depth + 1, child_x))
-            child_x += kept[c]
+            if total[c]:
+                pushes.append((c, depth + 1, child_x))
+                child_x += total[c]
         if nid in other:
-            key = len(other_of)
-            other_of[key] = (other[nid], other[nid])
-            pushes.append((-key - 1, depth + 1, child_x))
+            pushes.append((-nid - 1, depth + 1, child_x))
         stack.extend(reversed(pushes))
-    return {"names": names, "levels": levels, "numTicks": total[0], "maxSelf": max_self}
+    return {"names": names.names, "levels": levels, "numTicks": total[0], "maxSelf": max_self}
 
 
-def diff_flamebearer(
-    tree: Tree, left: Dict[int, int], right: Dict[int, int], max_nodes: int = 0
-) -> dict:
-    """A diff flamegraph over the union of both trees, 7 numbers per node:
+def diff_flamebearer(tree: Tree, max_nodes: int = 0) -> dict:
+    """A diff flamegraph over a two-sided tree, 7 numbers per node:
     ``[lDelta, lTotal, lSelf, rDelta, rTotal, rSelf, nameIndex]``."""
-    ltot, lself = tree.totals(left)
-    rtot, rself = tree.totals(right)
-    both = {n: ltot.get(n, 0) + rtot.get(n, 0) for n in set(ltot) | set(rtot)}
-    kept = _keep(both, max_nodes)
-    kids = tree.children(list(kept))
-    names: List[str] = []
-    index: Dict[str, int] = {}
+    ltot, rtot = tree.totals(0), tree.totals(1)
+    lself, rself = tree.selfv
+    keep = _keep([a + b for a, b in zip(ltot, rtot)], max_nodes)
+    kids = tree.children(keep)
+    names = _Names()
     levels: List[List[int]] = []
     lend: List[int] = []
     rend: List[int] = []
@@ -143,54 +165,27 @@ def diff_flamebearer(
     stack: List[Tuple[int, int, int, int]] = [(0, 0, 0, 0)]
     while stack:
         nid, depth, lx, rx = stack.pop()
-        name = tree.name(nid)
-        i = index.get(name)
-        if i is None:
-            i = index[name] = len(names)
-            names.append(name)
         while len(levels) <= depth:
             levels.append([])
             lend.append(0)
             rend.append(0)
-        lt, ls = ltot.get(nid, 0), lself.get(nid, 0)
-        rt, rs = rtot.get(nid, 0), rself.get(nid, 0)
-        levels[depth] += [lx - lend[depth], lt, ls, rx - rend[depth], rt, rs, i]
+        lt, ls, rt, rs = ltot[nid], lself[nid], rtot[nid], rself[nid]
+        levels[depth] += [lx - lend[depth], lt, ls, rx - rend[depth], rt, rs, names(tree.name[nid])]
         lend[depth], rend[depth] = lx + lt, rx + rt
         max_self = max(max_self, ls, rs)
         pushes = []
         cl, cr = lx, rx
         for c in kids.get(nid, ()):
-            pushes.append((c, depth + 1, cl, cr))
-            cl += ltot.get(c, 0)
-            cr += rtot.get(c, 0)
+            if ltot[c] or rtot[c]:
+                pushes.append((c, depth + 1, cl, cr))
+                cl += ltot[c]
+                cr += rtot[c]
         stack.extend(reversed(pushes))
-    lt0, rt0 = ltot.get(0, 0), rtot.get(0, 0)
     return {
-        "names": names,
+        "names": names.names,
         "levels": levels,
-        "numTicks": lt0 + rt0,
+        "numTicks": ltot[0] + rtot[0],
         "maxSelf": max_self,
-        "leftTicks": lt0,
-        "rightTicks": rt0,
+        "leftTicks": ltot[0],
+        "rightTicks": rtot[0],
     }
-
-
-def stacks(tree: Tree, self_values: Dict[int, int]) -> List[Tuple[List[str], int]]:
-    """(function names root first, value) per stack: for pprof and folded output."""
-    out = []
-    cache: Dict[int, List[str]] = {0: []}
-    parent = tree._parent
-    for nid, v in self_values.items():
-        if not v:
-            continue
-        path = []
-        n = nid
-        while n not in cache:
-            path.append(n)
-            n = parent[n]
-        names = cache[n]
-        for m in reversed(path):
-            names = [*names, tree.name(m)]
-            cache[m] = names
-        out.append((cache[nid], v))
-    return out

@@ -45,7 +45,6 @@ from hostprof.store.decode import push_request
 from hostprof.store.flame import Tree
 from hostprof.store.flame import diff_flamebearer
 from hostprof.store.flame import flamebearer
-from hostprof.store.flame import stacks
 from hostprof.store.query import Query
 from hostprof.store.query import ms_to_s
 from hostprof.store.query import parse_profile_type
@@ -165,10 +164,10 @@ class Store:
             raise ApiError(415, "unimplemented", f"unsupported Content-Encoding {encoding!r}")
         return data
 
-    def tree(self) -> Tree:
-        """The backend's node tree as a :class:`Tree`."""
-        parent, node_name, names = self.backend.parents_and_names()  # type: ignore[attr-defined]
-        return Tree(parent, node_name, names)
+    def tree(self, *sides: Dict[int, int]) -> Tree:
+        """The merged call tree of one or more ``{stack id: value}`` maps."""
+        ids = sorted({sid for side in sides for sid in side})
+        return Tree.build(self.backend.stack_names(ids), *sides)
 
     # ------------------------------------------------------------------------- ingest
     @_handled
@@ -282,7 +281,7 @@ class Store:
             query, series, values, timeline = self._render_one(tenant, text, start, end)
             return {
                 "version": 1,
-                "flamebearer": flamebearer(self.tree(), values, max_nodes),
+                "flamebearer": flamebearer(self.tree(values), max_nodes),
                 "metadata": self._metadata(query, series, "single"),
                 "timeline": timeline,
             }
@@ -306,7 +305,7 @@ class Store:
         def work() -> dict:
             query, lseries, left, ltl = self._render_one(tenant, lq, lfrom, luntil)
             _q, _rs, right, rtl = self._render_one(tenant, rq, rfrom, runtil)
-            fb = diff_flamebearer(self.tree(), left, right, max_nodes)
+            fb = diff_flamebearer(self.tree(left, right), max_nodes)
             lticks, rticks = fb.pop("leftTicks"), fb.pop("rightTicks")
             return {
                 "version": 1,
@@ -472,7 +471,7 @@ class Store:
         start, end = self._q_range(req, 1)
         _query, series = self._typed(tenant, req, start, end)
         values = self.backend.merge([s.id for s in series], start, end)
-        fb = flamebearer(self.tree(), values, int(req.max_nodes) if req.max_nodes > 0 else 16384)
+        fb = flamebearer(self.tree(values), int(req.max_nodes) if req.max_nodes > 0 else 16384)
         out = messages("querier.v1.SelectMergeStacktracesResponse")()
         out.flamegraph.names.extend(fb["names"])
         for level in fb["levels"]:
@@ -485,7 +484,9 @@ class Store:
         start, end = self._q_range(req, 1)
         query, series = self._typed(tenant, req, start, end)
         values = self.backend.merge([s.id for s in series], start, end)
-        return _pprof(query.profile_type, stacks(self.tree(), values), start, end, series)
+        names = self.backend.stack_names(sorted(values))
+        rows = [(names[sid], v) for sid, v in values.items() if v and sid in names]
+        return _pprof(query.profile_type, rows, start, end, series)
 
 
 _QUERIER = {
