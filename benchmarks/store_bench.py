@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import List
 from typing import Tuple
 
-from hostprof.proto import messages
-from hostprof.store.backend import SQLiteBackend
 import numpy as np
 
+from hostprof.proto import messages
+from hostprof.store.backend import SQLiteBackend
 from hostprof.store.decode import SeriesData
 from hostprof.store.decode import StackBatch
 from hostprof.store.decode import Upload
