@@ -63,6 +63,10 @@ class Page:
         """Uncaught exceptions and console.error messages, as text."""
         self.requests: List[str] = []
         """URLs of every request the page made."""
+        self._replies: Dict[int, Dict[str, Any]] = {}
+        self._dialog_answer: Optional[str] = None
+        self.dialogs: List[str] = []
+        """Messages of the dialogs answered by :meth:`answer_dialogs`."""
         self.send("Page.enable")
         self.send("Runtime.enable")
         self.send("Network.enable")
@@ -87,6 +91,9 @@ class Page:
             )
         elif method == "Network.requestWillBeSent":
             self.requests.append(params.get("request", {}).get("url", ""))
+        elif method == "Page.javascriptDialogOpening" and self._dialog_answer is not None:
+            self.dialogs.append(params.get("message", ""))
+            self.send("Page.handleJavaScriptDialog", accept=True, promptText=self._dialog_answer)
         self.events.append(msg)
 
     def send(self, method: str, **params: Any) -> Dict[str, Any]:
@@ -95,18 +102,34 @@ class Page:
         my_id = self._next_id
         self._ws.send(json.dumps({"id": my_id, "method": method, "params": params}))
         while True:
-            msg = json.loads(self._ws.recv())
-            if msg.get("id") == my_id:
-                if "error" in msg:
-                    raise BrowserError(f"{method}: {msg['error'].get('message')}")
-                return msg.get("result", {})
-            self._record(msg)
+            # A reply may have been read by a nested send() (see answer_dialogs).
+            msg = self._replies.pop(my_id, None)
+            if msg is None:
+                msg = json.loads(self._ws.recv())
+                if "id" in msg and msg["id"] != my_id:
+                    self._replies[msg["id"]] = msg
+                    continue
+                if "id" not in msg:
+                    self._record(msg)
+                    continue
+            if "error" in msg:
+                raise BrowserError(f"{method}: {msg['error'].get('message')}")
+            return msg.get("result", {})
+
+    def answer_dialogs(self, prompt_text: Optional[str]) -> None:
+        """Accepts every alert/confirm/prompt from now on, typing ``prompt_text`` into prompts
+        (None: leave dialogs alone)."""
+        self._dialog_answer = prompt_text
 
     def _pump(self, timeout: float) -> None:
         """Reads pending events for up to ``timeout`` seconds."""
         self._ws.settimeout(timeout)
         try:
-            self._record(json.loads(self._ws.recv()))
+            msg = json.loads(self._ws.recv())
+            if "id" in msg:
+                self._replies[msg["id"]] = msg
+            else:
+                self._record(msg)
         except websocket.WebSocketTimeoutException:
             pass
         finally:

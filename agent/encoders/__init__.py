@@ -10,7 +10,7 @@ from typing import Optional
 
 from hostprof._errors import UsageError
 
-FORMATS = ("folded", "pprof", "speedscope", "html")
+FORMATS = ("folded", "pprof", "speedscope", "html", "svg")
 """Every format, by name."""
 
 _EXTENSIONS: Dict[str, str] = {
@@ -24,7 +24,7 @@ _EXTENSIONS: Dict[str, str] = {
     ".txt": "folded",
     ".html": "html",
     ".htm": "html",
-    ".svg": "html",
+    ".svg": "svg",
 }
 
 
@@ -57,7 +57,9 @@ def sniff(data: bytes) -> str:
     head = data[:64].lstrip()
     if head.startswith(b"{"):
         return "speedscope"
-    if head.startswith(b"<"):
+    # Folded lines may start with "<" too ("<module> (app.py:1);...", "<gc> 3"): only markup
+    # openings count as HTML/SVG.
+    if head.lower().startswith((b"<!doctype", b"<html", b"<?xml", b"<svg")):
         return "html"
     try:
         data[:4096].decode("utf-8")

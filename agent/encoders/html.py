@@ -8,11 +8,8 @@ sample type is embedded; the page has a picker when there are several, and a thr
 (merged, one root per thread, or one thread) when the profile has ``thread_id`` /
 ``thread_name`` labels.
 
-The trie is built with numpy one depth at a time: at each depth the (parent node, frame) keys
-of all stacks still that deep are uniqued together, so there is no Python loop over stacks or
-samples. Frames are ranked by name before keying, which makes every node's children a
-contiguous run sorted by name (the flame graph's conventional sibling order) and keeps parent
-ids non-decreasing, so they delta-encode to mostly 0s and 1s.
+The trie (``_trie.py``) keeps parent ids non-decreasing, so they delta-encode to mostly 0s and
+1s, and every node's children contiguous and sorted by name.
 """
 
 from __future__ import annotations
@@ -30,6 +27,7 @@ from typing import Optional
 
 import numpy as np
 
+from hostprof.encoders import _trie
 from hostprof.model import Profile
 from hostprof.model import SampleType
 
@@ -59,58 +57,20 @@ def build_document(
         title: the page title (default: derived from the sample types and time range).
     """
     default = 0 if sample_type is None else profile.sample_type_index(sample_type)
-    sids, lids, vals = profile.arrays()
-    keep = (vals != 0).any(axis=1)
-    sids, lids, vals = sids[keep], lids[keep], vals[keep]
-
-    flat, offsets = profile.stacks.export()
-    flat = np.asarray(flat, dtype=np.int64)
-    offsets = np.asarray(offsets, dtype=np.int64)
-    used, row_stack = np.unique(sids, return_inverse=True)
-    starts = offsets[used]
-    lens = offsets[used + 1] - starts
-
-    # Rank frames by (function, file, line, kind): siblings then come out sorted by name.
-    frames = list(profile.frames)
-    order = sorted(range(len(frames)), key=lambda i: _frame_key(frames[i]))
-    rank = np.empty(max(len(frames), 1), dtype=np.int64)
-    rank[np.asarray(order, dtype=np.int64)] = np.arange(len(frames), dtype=np.int64)
-    n_ranks = max(len(frames), 1)
-
-    node_of = np.zeros(len(used), dtype=np.int64)  # 0 = the root, for empty stacks
-    parents: List[np.ndarray] = []
-    node_ranks: List[np.ndarray] = []
-    next_id = 1
-    depth = 0
-    max_len = int(lens.max()) if len(lens) else 0
-    while depth < max_len:
-        active = np.flatnonzero(lens > depth)
-        keys = node_of[active] * n_ranks + rank[flat[starts[active] + depth]]
-        uniq, inverse = np.unique(keys, return_inverse=True)
-        parents.append(uniq // n_ranks)
-        node_ranks.append(uniq % n_ranks)
-        node_of[active] = next_id + inverse.reshape(-1)
-        next_id += len(uniq)
-        depth += 1
-
-    parent = np.concatenate(parents) if parents else np.empty(0, dtype=np.int64)
-    node_rank = np.concatenate(node_ranks) if node_ranks else np.empty(0, dtype=np.int64)
-    # Keep only frames the trie uses, renumbered in rank (name) order.
-    used_ranks, node_frame = np.unique(node_rank, return_inverse=True)
-    by_rank = [frames[i] for i in order]
-    out_frames = [by_rank[r] for r in used_ranks.tolist()]
+    trie = _trie.build(profile)
     files: List[str] = []
     file_ids: Dict[str, int] = {}
     frame_file = []
-    for f in out_frames:
+    for f in trie.frames:
         fid = file_ids.get(f.file)
         if fid is None:
             fid = file_ids[f.file] = len(files)
             files.append(f.file)
         frame_file.append(fid)
-
+    parent = trie.parent[1:]
     parent_delta = np.diff(parent, prepend=0) if len(parent) else parent
-    used_lids, row_labels = np.unique(lids, return_inverse=True)
+    used_lids, row_labels = np.unique(trie.row_labels, return_inverse=True)
+    vals = trie.values
     totals = vals.sum(axis=0) if len(vals) else np.zeros(len(profile.sample_types), np.int64)
     start_ns, end_ns = profile.time_range
 
@@ -127,20 +87,20 @@ def build_document(
         "period": profile.period,
         "periodType": str(profile.period_type) if profile.period_type else None,
         "timeRange": [start_ns, end_ns],
-        "stacks": len(used),
+        "stacks": trie.n_stacks,
         "frames": {
-            "names": [f.function for f in out_frames],
+            "names": [f.function for f in trie.frames],
             "file": frame_file,
             "files": files,
-            "line": [f.line for f in out_frames],
-            "kind": [int(f.kind) for f in out_frames],
+            "line": [f.line for f in trie.frames],
+            "kind": [int(f.kind) for f in trie.frames],
         },
         "nodes": {
             "parentDelta": parent_delta.tolist(),
-            "frame": node_frame.reshape(-1).tolist(),
+            "frame": trie.frame[1:].tolist(),
         },
         "rows": {
-            "node": node_of[row_stack.reshape(-1)].tolist(),
+            "node": trie.row_node.tolist(),
             "labels": row_labels.reshape(-1).tolist(),
             "values": [vals[:, i].tolist() for i in range(vals.shape[1])],
         },
@@ -188,10 +148,6 @@ def write(
         title: the page title.
     """
     out.write(render(profile, sample_type, title).encode("utf-8"))
-
-
-def _frame_key(frame: Any) -> tuple:
-    return (frame.function, frame.file, frame.line, int(frame.kind))
 
 
 def _default_title(profile: Profile, default: int) -> str:

@@ -310,3 +310,66 @@ def test_100k_distinct_stacks_stay_usable(
         f"render {render_ms:.0f} ms, {drawn} frames drawn"
     )
     assert page.errors == []
+
+
+def test_svg_zoom_search_reset(chromium: Browser, tmp_path: Path, artifacts: Path) -> None:
+    # GIVEN the standalone SVG flamegraph of the known profile
+    from hostprof.encoders import svg
+
+    out = tmp_path / "profile.svg"
+    out.write_text(svg.render(sample_profile()))
+    page = chromium.new_page()
+    page.navigate(out.as_uri())
+    page.wait_for("window.hp && hp.frames && hp.frames.length > 0", message="svg init")
+
+    def rect(name: str) -> Dict[str, Any]:
+        return page.evaluate(
+            f"""(() => {{ const g = hp.frames.find(g => g.getAttribute('data-n') === {name!r});
+              const r = g.querySelector('rect'); const b = r.getBoundingClientRect();
+              return {{x: +r.getAttribute('x'), w: +r.getAttribute('width'),
+                       fill: r.getAttribute('fill'),
+                       shown: g.style.display !== 'none', cx: b.left + 3, cy: b.top + b.height / 2,
+                       label: g.querySelector('text').textContent}}; }})()"""
+        )
+
+    usable = svg.WIDTH - 2 * svg.PAD
+    assert rect("work_hard")["w"] == pytest.approx(usable * 1100 / 1300, abs=0.05)
+    assert rect("work_hard")["label"] == "work_hard"
+    page.screenshot(artifacts / "svg-flamegraph.png", full_page=False)
+
+    # WHEN a frame is clicked THEN it fills the width and its sibling disappears
+    work = rect("work_hard")
+    page.click(work["cx"], work["cy"])
+    page.wait_for("hp.zoomed !== null && hp.zoomed !== undefined", message="svg zoom")
+    assert rect("work_hard")["w"] == pytest.approx(usable, abs=0.05)
+    assert rect("memcpy")["w"] == pytest.approx(usable * 100 / 1100, abs=0.05)
+    assert not rect("idle_wait")["shown"]
+    assert page.evaluate("document.getElementById('reset').style.display") == ""
+
+    # WHEN "Search" is clicked and a term typed into the prompt THEN matches turn magenta
+    page.answer_dialogs("idle|syscall")
+    search = page.evaluate(
+        "(() => { const b = document.getElementById('search').getBoundingClientRect();"
+        " return [b.left + b.width / 2, b.top + b.height / 2]; })()"
+    )
+    page.click(*search)
+    page.wait_for("hp.term === 'idle|syscall'", message="svg search")
+    assert page.dialogs and "Search" in page.dialogs[0]
+    assert rect("idle_wait")["fill"] == "rgb(224,64,251)"
+    assert rect("do_syscall_64")["fill"] == "rgb(224,64,251)"
+    assert rect("work_hard")["fill"] != "rgb(224,64,251)"
+    # idle_wait and its child do_syscall_64 overlap: 150 of 1300 counted once
+    assert page.evaluate("hp.matchedPercent") == pytest.approx(100 * 150 / 1300, abs=0.01)
+    assert page.evaluate("document.getElementById('matched').textContent") == "Matched: 11.5%"
+
+    # WHEN "Reset Zoom" is clicked THEN the whole profile is back
+    reset = page.evaluate(
+        "(() => { const b = document.getElementById('reset').getBoundingClientRect();"
+        " return [b.left + b.width / 2, b.top + b.height / 2]; })()"
+    )
+    page.click(*reset)
+    page.wait_for("hp.zoomed === null", message="svg reset")
+    assert rect("idle_wait")["shown"]
+    assert rect("work_hard")["w"] == pytest.approx(usable * 1100 / 1300, abs=0.05)
+    page.screenshot(artifacts / "svg-flamegraph-search.png", full_page=False)
+    assert page.errors == []
