@@ -41,6 +41,7 @@ from typing import Sequence
 from typing import Tuple
 
 from hostprof.collectors._base import Collector
+from hostprof.model import CPU_NS
 from hostprof.model import SAMPLES
 from hostprof.model import Frame
 from hostprof.model import Profile
@@ -407,7 +408,12 @@ def run_profile(
                 b = merger.merge(b)
             agg = aggs.get(r.name)
             if agg is None:
-                agg = aggs[r.name] = Aggregator(b.sample_types, per_thread=True, per_pid=True)
+                # The Python profile is sampled at a known period: say so, as record does,
+                # so stores derive the right profile type (process_cpu:...:cpu:nanoseconds).
+                period = (CPU_NS, int(1e9 / rate)) if r.name == "python" else (None, 0)
+                agg = aggs[r.name] = Aggregator(
+                    b.sample_types, period[0], period[1], per_thread=True, per_pid=True
+                )
             agg.add(b)
     starter.join()
     if pyspy is not None:

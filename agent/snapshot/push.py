@@ -9,8 +9,9 @@ is dropped by the store as a repeat.
 
 from __future__ import annotations
 
-import hashlib
 import re
+from typing import Any
+from typing import Dict
 from typing import List
 from typing import Tuple
 
@@ -31,10 +32,18 @@ PROFILE_NAMES = {
 _LABEL_OK = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
-def snapshot_id(snap: Snapshot) -> str:
-    """A short id for this snapshot: host + start time."""
-    raw = f"{snap.host.get('hostname')}:{snap.started_ns}".encode()
-    return hashlib.sha1(raw).hexdigest()[:16]
+def service_name(facts: Dict[str, Any]) -> str:
+    """A service name for a process: its script or module, else its executable name.
+
+    ``python3 /srv/app/worker.py`` -> ``worker``; ``python -m celery ...`` -> ``celery``.
+    """
+    cmd = [str(c) for c in facts.get("cmdline") or []]
+    name = str(facts.get("name") or "python")
+    if len(cmd) >= 3 and cmd[1] == "-m":
+        name = cmd[2]
+    elif len(cmd) >= 2 and cmd[1].endswith(".py"):
+        name = cmd[1].rsplit("/", 1)[-1][: -len(".py")]
+    return _LABEL_OK.sub("_", name) or "python"
 
 
 def build_batch(snap: Snapshot):
@@ -42,15 +51,14 @@ def build_batch(snap: Snapshot):
     from hostprof.push import PushBatch
     from hostprof.push import Series
 
-    sid = snapshot_id(snap)
+    sid = snap.id
     host = str(snap.host.get("hostname") or "")
     series: List = []
     for name, prof in sorted(snap.profile.profiles.items()):
         for pid, part in sorted(prof.split_by("pid").items()):
             if not pid or len(part) == 0:
                 continue
-            facts = snap.processes.get(int(pid), {})
-            service = _LABEL_OK.sub("_", str(facts.get("name") or "python"))
+            service = service_name(snap.processes.get(int(pid), {}))
             labels: Tuple[Tuple[str, str], ...] = (
                 ("__name__", PROFILE_NAMES.get(name, name)),
                 ("service_name", service),

@@ -565,6 +565,7 @@ def snapshot_json(snap: Snapshot, files: Mapping[str, str]) -> Dict[str, Any]:
     return {
         "version": SNAPSHOT_VERSION,
         "kind": "hostprof-snapshot",
+        "id": snap.id,
         "hostprof_version": hp_version,
         "started": _when(snap.started_ns),
         "started_ns": snap.started_ns,

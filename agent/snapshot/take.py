@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import threading
 import time
 from typing import Any
@@ -79,6 +80,12 @@ class Snapshot:
     readers_used: List[str] = dataclasses.field(default_factory=list)
     unavailable: Dict[str, str] = dataclasses.field(default_factory=dict)
     elapsed_s: float = 0.0
+
+    @property
+    def id(self) -> str:
+        """A short stable id: host + start time (labels pushed series, names the archive)."""
+        raw = f"{self.host.get('hostname')}:{self.started_ns}".encode()
+        return hashlib.sha1(raw).hexdigest()[:16]
 
     @property
     def partial(self) -> bool:
