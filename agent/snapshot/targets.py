@@ -7,7 +7,6 @@ gunicorn workers started through a launcher). hostprof's own process is never a 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import re
@@ -56,12 +55,8 @@ def is_python_process(proc: psutil.Process) -> bool:
 
 
 def _excluded() -> set:
-    """hostprof itself and its helper processes (py-spy children) are never targets."""
-    me = os.getpid()
-    out = {me}
-    with contextlib.suppress(psutil.Error):
-        out.update(c.pid for c in psutil.Process(me).children(recursive=True))
-    return out
+    """hostprof itself is never a target (its helpers, e.g. py-spy, start after selection)."""
+    return {os.getpid()}
 
 
 def _target(proc: psutil.Process) -> Target:

@@ -100,7 +100,9 @@ while True:
 """
 
 
-def test_deadlocked_threads_are_reported_stuck_in_both_dumps(tmp_path: Path) -> None:
+def test_deadlocked_threads_are_reported_stuck_in_both_dumps(
+    tmp_path: Path, artifacts: Path
+) -> None:
     have_stack_reader()
     # GIVEN a process whose two threads took two locks in opposite orders
     with target(DEADLOCK) as t:
@@ -123,6 +125,7 @@ def test_deadlocked_threads_are_reported_stuck_in_both_dumps(tmp_path: Path) -> 
     assert f"Possible deadlock in pid {t.pid}" in stuck
     assert "`grab_a_then_b`" in stuck and "`grab_b_then_a`" in stuck
     assert md.index("Possible deadlock") < md.index("### GIL holder")
+    (artifacts / "snapshot_deadlock_summary.md").write_text(md)  # kept for reviewers
     # AND the dumps really are two, one interval apart
     dumps = data["targets"][0]["stacks"]["dumps"]
     gap = (dumps[1]["taken_ns"] - dumps[0]["taken_ns"]) / 1e9
