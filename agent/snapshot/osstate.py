@@ -65,8 +65,14 @@ _SYSCALL_NAMES = _X86_64 if platform.machine() == "x86_64" else {}
 
 LOCK_SYSCALLS = frozenset({"futex", "futex_waitv"})
 """Syscalls that mean "waiting for a lock or condition" (also the GIL wait)."""
-SLEEP_SYSCALLS = frozenset({"nanosleep", "clock_nanosleep", "pause"})
-"""Syscalls that mean an intentional sleep."""
+SLEEP_SYSCALLS = frozenset(
+    {"nanosleep", "clock_nanosleep", "pause", "select(sleep)", "poll(sleep)"}
+)
+"""Syscalls that mean an intentional sleep. ``select``/``poll`` with no file descriptors is a
+sleep too (Python 3.9's ``time.sleep`` is a bare ``select``); it is named ``select(sleep)``."""
+
+# Syscalls whose nfds argument (0-based position) tells a bare sleep from real I/O waiting.
+_NFDS_ARG = {"select": 0, "pselect6": 0, "poll": 1, "ppoll": 1}
 IO_SYSCALLS = frozenset(
     {
         "read",
@@ -151,9 +157,13 @@ def read_thread_state(pid: int, tid: int, detail: bool = True) -> Optional[Threa
     out.comm = stat[stat.find("(") + 1 : stat.rfind(")")]
     sc = _read(f"{base}/syscall")
     if sc:
-        first = sc.split()[0]
+        parts = sc.split()
+        first = parts[0]
         if first.lstrip("-").isdigit() and int(first) >= 0:
             out.syscall = syscall_name(int(first))
+            pos = _NFDS_ARG.get(out.syscall)
+            if pos is not None and len(parts) > pos + 1 and int(parts[pos + 1], 16) == 0:
+                out.syscall = "poll(sleep)" if "poll" in out.syscall else "select(sleep)"
     if detail:
         wchan = (_read(f"{base}/wchan") or "").strip()
         if wchan and wchan != "0":
