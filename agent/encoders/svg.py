@@ -36,7 +36,7 @@ PAD = 10
 FONT_SIZE = 12
 CHAR_WIDTH = 0.59 * FONT_SIZE
 """Average glyph width of the font, for truncating labels."""
-MIN_WIDTH_PX = 0.1
+MIN_WIDTH_PX = 0.25
 """Frames narrower than this are not drawn."""
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -133,6 +133,7 @@ def render(
         f"text {{ font-family: Verdana, 'DejaVu Sans', sans-serif; font-size: {FONT_SIZE}px;"
         " fill: #1d1f24; }\n"
         "g.f { cursor: pointer; } g.f:hover rect { stroke: #111; stroke-width: 0.8; }\n"
+        "g.f rect { rx: 2px; ry: 2px; }\n"
         "g.f text { pointer-events: none; }\n"
         ".btn { cursor: pointer; fill: #1f4fd1; } .muted { fill: #6b7280; }\n"
         "</style>\n",
@@ -165,13 +166,14 @@ def render(
         tip = f"{label} — {format_value(value, st.unit)} ({share:.2f}%)"
         if node and self_v[node]:
             tip += f", self {format_value(float(self_v[node]), st.unit)}"
+        # Frames too narrow for a label get no <text> (the script adds one when zoomed).
+        text = _fit(name, w)
+        label_el = f'<text x="{px + 3:.1f}" y="{y + ROW_HEIGHT - 4.5}">{html.escape(text)}</text>'
         parts.append(
             f'<g class="f" data-d="{d}" data-n="{html.escape(name)}">'
             f"<title>{html.escape(tip)}</title>"
-            f'<rect x="{px:.2f}" y="{y}" width="{w:.2f}" height="{ROW_HEIGHT - 1}" fill="{fill}" '
-            'rx="2" ry="2"/>'
-            f'<text x="{px + 3:.2f}" y="{y + ROW_HEIGHT - 4.5}">{html.escape(_fit(name, w))}</text>'
-            "</g>\n"
+            f'<rect x="{px:.2f}" y="{y}" width="{w:.2f}" height="{ROW_HEIGHT - 1}" fill="{fill}"/>'
+            f"{label_el if text else ''}</g>\n"
         )
     parts.append("</g>\n</svg>\n")
     return "".join(parts)

@@ -47,6 +47,12 @@ function init() {
 function place(g, x, w) {
   var r = g.querySelector("rect");
   var t = g.querySelector("text");
+  if (!t) {
+    // Narrow frames are written without a label; make one when zooming widens them.
+    t = document.createElementNS("http://www.w3.org/2000/svg", "text");
+    t.setAttribute("y", +r.getAttribute("y") + +r.getAttribute("height") - 3.5);
+    g.appendChild(t);
+  }
   r.setAttribute("x", x);
   r.setAttribute("width", w);
   t.setAttribute("x", x + 3);
