@@ -25,12 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hostprof.encoders import html  # noqa: E402
-from hostprof.encoders import svg  # noqa: E402
-from hostprof.model import SAMPLES  # noqa: E402
-from hostprof.model import Frame  # noqa: E402
-from hostprof.model import FrameKind  # noqa: E402
-from hostprof.model import Profile  # noqa: E402
+from hostprof.encoders import html
+from hostprof.encoders import svg
+from hostprof.model import SAMPLES
+from hostprof.model import Frame
+from hostprof.model import FrameKind
+from hostprof.model import Profile
 
 
 def make_profile(n_stacks: int, scale: int = 1, seed: int = 7) -> Profile:
@@ -122,10 +122,10 @@ def main() -> int:
         for n in sizes:
             profile = make_profile(n)
             html_s = statistics.median(
-                timed(lambda: html.write(profile, io.BytesIO())) for _ in range(args.runs)
+                timed(lambda p=profile: html.write(p, io.BytesIO())) for _ in range(args.runs)
             )
             svg_s = statistics.median(
-                timed(lambda: svg.write(profile, io.BytesIO())) for _ in range(args.runs)
+                timed(lambda p=profile: svg.write(p, io.BytesIO())) for _ in range(args.runs)
             )
             page = html.render(profile)
             heavy = len(html.render(make_profile(n, scale=1000)))
