@@ -115,7 +115,7 @@ def test_report_html_renders_offline_in_chromium(
 
 
 def test_snapshot_show_prints_the_summary(busy_snapshot: Tuple[Path, Path, int]) -> None:
-    archive, top, pid = busy_snapshot
+    archive, top, _pid = busy_snapshot
     res = subprocess.run(
         [*HOSTPROF, "snapshot", "show", str(archive)],
         capture_output=True,
@@ -161,3 +161,28 @@ def test_archive_is_small_and_complete(busy_snapshot: Tuple[Path, Path, int]) ->
     assert data["host"]["top"]["by_rss"]
     # kilobytes, not megabytes (the interactive page's scripts are the fixed part)
     assert archive.stat().st_size < 150_000
+
+
+def test_interactive_flamegraph_of_all_collectors_renders(
+    busy_snapshot: Tuple[Path, Path, int], artifacts: Path
+) -> None:
+    require_tool("chromium")
+    from tests._browser import browser
+
+    _, top, _pid = busy_snapshot
+    page_path = top / "profiles" / "flamegraph.html"
+    if not page_path.exists():
+        pytest.skip("the HTML flamegraph encoder is not built")
+    with browser(width=1280, height=900) as b:
+        page = b.new_page()
+        page.navigate(page_path.as_uri())
+        page.wait_for(
+            "window.hostprofFlamegraph && hostprofFlamegraph.drawn.length > 0",
+            message="first render",
+        )
+        names = page.evaluate("hostprofFlamegraph.drawn.map(d => d.name)")
+        page.screenshot(artifacts / "snapshot_flamegraph.png")
+        # The combined page opens on the Python profile; nothing was fetched from the network.
+        assert "crunch_numbers" in names
+        assert not page.errors, page.errors
+        assert all(u.startswith(("file:", "data:", "blob:")) for u in page.requests), page.requests
