@@ -81,17 +81,26 @@ def combined_profile(profiles: Dict[str, Profile]) -> Optional[Profile]:
     """
     if not profiles:
         return None
+    # Python first: it keeps the plain sample-type names and is the page's first view. A name
+    # another collector already used (samples:count, cpu:nanoseconds) gets the collector's
+    # name in front, so columns of different collectors are never summed together.
+    order = sorted(profiles, key=lambda n: (n != "python", n))
     types: List[SampleType] = []
-    for prof in profiles.values():
-        for st in prof.sample_types:
-            if str(st) not in {str(t) for t in types}:
-                types.append(st)
+    columns: Dict[str, List[int]] = {}
+    for name in order:
+        columns[name] = []
+        for st in profiles[name].sample_types:
+            taken = {str(t) for t in types}
+            if str(st) in taken:
+                st = SampleType(f"{name} {st.type}", st.unit)
+            types.append(st)
+            columns[name].append(len(types) - 1)
     out = Profile(types)
-    col = {str(t): i for i, t in enumerate(types)}
-    for prof in profiles.values():
+    for name in order:
+        prof = profiles[name]
         sids, lids, vals = prof.arrays()
+        out.windows.extend(prof.windows)
         if not len(sids):
-            out.windows.extend(prof.windows)
             continue
         frames, offsets = prof.stacks.export()
         stack_map = out.stacks.intern_many(frames, offsets, out.frames.intern_all(prof.frames))
@@ -101,10 +110,9 @@ def combined_profile(profiles: Dict[str, Profile]) -> Optional[Profile]:
             count=len(prof.labels),
         )
         wide = np.zeros((len(sids), len(types)), dtype=np.int64)
-        for j, st in enumerate(prof.sample_types):
-            wide[:, col[str(st)]] = vals[:, j]
+        for j, col in enumerate(columns[name]):
+            wide[:, col] = vals[:, j]
         out.add_stacks(stack_map[sids], wide, label_map[lids])
-        out.windows.extend(prof.windows)
     return out
 
 
