@@ -212,7 +212,7 @@ class SQLiteBackend(Backend):
         self._queue: queue.Queue[Optional[tuple]] = queue.Queue()
         self._writer: Optional[threading.Thread] = None
         self._wconn: Optional[sqlite3.Connection] = None
-        self._last_roll = 0.0
+        self._last_roll = time.time()
         self._last_retention = 0.0
         self._reset_caches()
         try:

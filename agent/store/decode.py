@@ -168,6 +168,9 @@ def _fast_pprof(data: bytes) -> Optional[_Pprof]:
     a name, samples carry no labels and each sample's location ids are one packed field.
     """
     try:
+        # Parsing with the real message type first proves every sub-message well-formed, so
+        # parsing their concatenation below is the same as merging them one by one.
+        messages("perftools.profiles.Profile").FromString(data)
         m = messages("hostprof.pprofscan.ProfileScan").FromString(data)
     except (DecodeError, RuntimeError, ValueError) as exc:
         raise FormatError(f"not a pprof profile: {exc}") from None
@@ -190,16 +193,19 @@ def _fast_pprof(data: bytes) -> Optional[_Pprof]:
     nloc = len(m.location)
     nfunc = len(m.function)
     scan = "hostprof.pprofscan."
-    funcs = messages(scan + "FunctionScan").FromString(b"".join(m.function))
+    try:
+        funcs = messages(scan + "FunctionScan").FromString(b"".join(m.function))
+        locs = messages(scan + "LocationScan").FromString(b"".join(m.location))
+        lines = messages(scan + "LineScan").FromString(b"".join(locs.line))
+        samples = messages(scan + "SampleScan").FromString(b"".join(m.sample))
+    except (DecodeError, RuntimeError, ValueError):
+        return None  # a corrupt sub-message: the general reader says exactly what is wrong
     if len(funcs.id) != nfunc or len(funcs.name) != nfunc:
         return None
-    locs = messages(scan + "LocationScan").FromString(b"".join(m.location))
     if len(locs.id) != nloc or len(locs.line) != nloc or len(locs.address):
         return None
-    lines = messages(scan + "LineScan").FromString(b"".join(locs.line))
     if len(lines.function_id) != nloc:
         return None
-    samples = messages(scan + "SampleScan").FromString(b"".join(m.sample))
     if len(samples.label):
         return None
     ntypes = len(types)

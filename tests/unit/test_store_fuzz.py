@@ -1,0 +1,270 @@
+"""Fuzzing the store's decoders and HTTP handlers with hypothesis (10,000 cases in all).
+
+Every input must end in a result or a FormatError (HTTP 400/413): never another exception,
+never a 5xx. Valid profiles that take the vectorized pprof path must decode exactly like the
+general reader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from hostprof._errors import FormatError
+from hostprof.encoders import folded as folded_encoder
+from hostprof.encoders import pprof as pprof_encoder
+from hostprof.model import CPU_NS
+from hostprof.model import Frame
+from hostprof.model import Profile
+from hostprof.model import Window
+from hostprof.proto import messages
+from hostprof.store.backend import SQLiteBackend
+from hostprof.store.decode import _fast_pprof
+from hostprof.store.decode import _slow_pprof
+from hostprof.store.decode import folded_series
+from hostprof.store.decode import pprof_series
+from hostprof.store.decode import push_request
+from hostprof.store.query import CPU_TYPE
+from hostprof.store.server import Limits
+from hostprof.store.server import create_app
+
+LIMIT = 1 << 20
+NOW = time.time()
+FUZZ = settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    database=None,
+)
+
+
+def fuzz(n: int) -> settings:
+    """Settings for one fuzz target of ``n`` cases (they add up to 10,000)."""
+    return settings(FUZZ, max_examples=n)
+
+
+# ------------------------------------------------------------------------------ strategies
+small = st.integers(min_value=0, max_value=12)
+ids = st.integers(min_value=0, max_value=2**64 - 1) | small
+
+
+@st.composite
+def pprof_messages(draw) -> bytes:
+    """Structurally valid protobuf whose pprof semantics are random (ids, indices, counts)."""
+    pb = messages("perftools.profiles.Profile")()
+    strings = draw(st.lists(st.text(max_size=8), max_size=8))
+    if draw(st.booleans()):
+        strings = ["", *strings]
+    pb.string_table.extend(strings)
+    for _ in range(draw(st.integers(0, 3))):
+        pb.sample_type.add(type=draw(small), unit=draw(small))
+    if draw(st.booleans()):
+        pb.period_type.type, pb.period_type.unit = draw(small), draw(small)
+        pb.period = draw(st.integers(-5, 10**9))
+    for _ in range(draw(st.integers(0, 6))):
+        pb.function.add(id=draw(small), name=draw(small))
+    for _ in range(draw(st.integers(0, 6))):
+        loc = pb.location.add(id=draw(small), address=draw(st.sampled_from([0, 0, 4096])))
+        for _ in range(draw(st.integers(0, 2))):
+            loc.line.add(function_id=draw(small), line=draw(small))
+    for _ in range(draw(st.integers(0, 8))):
+        s = pb.sample.add()
+        s.location_id.extend(draw(st.lists(ids, max_size=6)))
+        s.value.extend(draw(st.lists(st.integers(-(2**40), 2**40), max_size=3)))
+        for _ in range(draw(st.integers(0, 1))):
+            s.label.add(key=draw(small), str=draw(small), num=draw(small))
+    pb.time_nanos = draw(st.sampled_from([0, int(NOW * 1e9), 2**62]))
+    return pb.SerializeToString()
+
+
+@st.composite
+def valid_pprofs(draw) -> bytes:
+    """Profiles hostprof's own encoder writes (these take the vectorized path)."""
+    names = draw(st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=10, unique=True))
+    prof = Profile([CPU_NS], CPU_NS, 10_000_000)
+    for _ in range(draw(st.integers(1, 12))):
+        stack = draw(st.lists(st.sampled_from(names), min_size=1, max_size=8))
+        prof.add([Frame(n, "x.py", 1) for n in stack], draw(st.integers(1, 10**6)))
+    prof.windows.append(Window(int(NOW) * 10**9, 10**10))
+    return pprof_encoder.to_message(prof).SerializeToString()
+
+
+def mutated(base: st.SearchStrategy) -> st.SearchStrategy:
+    @st.composite
+    def go(draw) -> bytes:
+        data = bytearray(draw(base))
+        for _ in range(draw(st.integers(1, 4))):
+            if not data:
+                break
+            i = draw(st.integers(0, len(data) - 1))
+            op = draw(st.sampled_from(["flip", "cut", "dup"]))
+            if op == "flip":
+                data[i] ^= 1 << draw(st.integers(0, 7))
+            elif op == "cut":
+                del data[i:]
+            else:
+                data[i:i] = data[i : i + draw(st.integers(1, 8))]
+        return bytes(data)
+
+    return go()
+
+
+def _only_format_errors(fn, *args) -> None:
+    with contextlib.suppress(FormatError):
+        fn(*args)
+
+
+def _pprof(data: bytes) -> None:
+    pprof_series(data, {"service_name": "f"}, LIMIT, NOW)
+
+
+# ------------------------------------------------------------------------------ decoders
+@fuzz(1500)
+@given(st.binary(max_size=400))
+def test_pprof_decoder_random_bytes(data: bytes) -> None:
+    _only_format_errors(_pprof, data)
+    _only_format_errors(_pprof, gzip.compress(data))
+
+
+@fuzz(2000)
+@given(pprof_messages())
+def test_pprof_decoder_random_semantics(data: bytes) -> None:
+    _only_format_errors(_pprof, data)
+
+
+@fuzz(1000)
+@given(valid_pprofs())
+def test_vectorized_pprof_path_matches_general_reader(data: bytes) -> None:
+    fast = _fast_pprof(data)
+    slow = _slow_pprof(data)
+    assert fast is not None
+
+    def norm(p):
+        out = {}
+        for batch, vals in p.groups.values():
+            for i in range(len(batch)):
+                out[batch.stack(i)] = out.get(batch.stack(i), 0) + int(vals[i, 0])
+        return out
+
+    assert norm(fast) == norm(slow)
+
+
+@fuzz(1500)
+@given(mutated(valid_pprofs()))
+def test_pprof_decoder_mutated_profiles(data: bytes) -> None:
+    _only_format_errors(_pprof, data)
+
+
+@fuzz(1000)
+@given(st.binary(max_size=300) | mutated(st.builds(lambda: _push_body())))
+def test_push_decoder(data: bytes) -> None:
+    _only_format_errors(push_request, data, "application/proto", LIMIT, NOW)
+
+
+@fuzz(500)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+        lambda c: (
+            st.lists(c, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(
+                    ["series", "labels", "samples", "rawProfile", "ID", "name", "value"]
+                ),
+                c,
+                max_size=3,
+            )
+        ),
+        max_leaves=12,
+    )
+)
+def test_push_decoder_json(value) -> None:
+    _only_format_errors(push_request, json.dumps(value).encode(), "application/json", LIMIT, NOW)
+
+
+@fuzz(1000)
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_folded_decoders(data: bytes) -> None:
+    _only_format_errors(folded_series, data, {"service_name": "f"}, CPU_TYPE, int(NOW), 1e7)
+    _only_format_errors(folded_encoder.read, data)
+
+
+def _push_body() -> bytes:
+    prof = Profile([CPU_NS], CPU_NS, 10_000_000)
+    prof.add([Frame("a", "a.py", 1), Frame("b", "a.py", 2)], 5)
+    req = messages("push.v1.PushRequest")()
+    s = req.series.add()
+    s.labels.add(name="service_name", value="fz")
+    s.samples.add(raw_profile=pprof_encoder.encode(prof), ID="x")
+    return req.SerializeToString()
+
+
+# ------------------------------------------------------------------------------ HTTP
+@pytest.fixture(scope="module")
+def client(tmp_path_factory) -> Iterator[TestClient]:
+    backend = SQLiteBackend(Path(tmp_path_factory.mktemp("fuzz")) / "s.db")
+    app = create_app(backend, limits=Limits(max_body=64 * 1024, max_inflated=256 * 1024))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+    backend.close()
+
+
+@fuzz(1500)
+@given(
+    path=st.sampled_from(
+        [
+            "/push.v1.PusherService/Push",
+            "/ingest",
+            "/pyroscope/render",
+            "/querier.v1.QuerierService/SelectMergeStacktraces",
+            "/querier.v1.QuerierService/LabelValues",
+            "/pyroscope/render-diff",
+            "/pyroscope/label-values",
+        ]
+    ),
+    body=st.binary(max_size=200) | mutated(st.builds(lambda: _push_body())),
+    params=st.dictionaries(
+        st.sampled_from(
+            [
+                "name",
+                "query",
+                "from",
+                "until",
+                "format",
+                "sampleRate",
+                "label",
+                "leftQuery",
+                "maxNodes",
+            ]
+        ),
+        st.text(max_size=30) | st.sampled_from(["now-1h", CPU_TYPE + "{}", "pprof", "a.cpu"]),
+        max_size=4,
+    ),
+    ctype=st.sampled_from(
+        ["application/proto", "application/json", "multipart/form-data", "text/plain"]
+    ),
+    gz=st.booleans(),
+)
+def test_http_never_5xx(client: TestClient, path, body, params, ctype, gz) -> None:
+    headers = {"Content-Type": ctype}
+    if gz:
+        body = gzip.compress(body)
+        headers["Content-Encoding"] = "gzip"
+    if path.startswith("/pyroscope"):
+        r = client.get(path, params=params)
+    else:
+        r = client.post(path, params=params, content=body, headers=headers)
+    assert r.status_code < 500, (r.status_code, r.text)
+    if r.status_code >= 400:
+        err = r.json()
+        assert set(err) == {"code", "message"}
