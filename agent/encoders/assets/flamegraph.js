@@ -628,7 +628,31 @@
     return lo;
   }
 
-  HostprofFlamegraph.prototype.render = function (again) {
+  /**
+   * The number of levels with a frame wide enough to draw in the current view. A child is
+   * never wider than its parent, so the first level without one ends the search.
+   */
+  HostprofFlamegraph.prototype._visibleDepth = function () {
+    var levels = this.model.levels;
+    var z = this.zoom;
+    var viewStart = z ? z.start : 0;
+    var viewEnd = z ? z.end : levels[0].start[0] + levels[0].total[0];
+    var minTicks = (MIN_WIDTH_PX * (viewEnd - viewStart)) / (this.wrap.clientWidth || 800);
+    for (var d = z ? z.level : 1; d < levels.length; d++) {
+      var L = levels[d];
+      var found = false;
+      for (var j = firstAfter(L, viewStart); j < L.n && L.start[j] < viewEnd; j++) {
+        if (L.total[j] >= minTicks) {
+          found = true;
+          break;
+        }
+      }
+      if (!found) return d;
+    }
+    return levels.length;
+  };
+
+  HostprofFlamegraph.prototype.render = function () {
     if (!this.model) return;
     var t0 = global.performance ? performance.now() : Date.now();
     var empty = !this.numTicks || !this.model.levels.length;
@@ -636,6 +660,7 @@
     this.wrap.hidden = empty;
     this.drawn = [];
     if (empty) return;
+    this._depthShown = Math.max(1, this._visibleDepth());
     this._layout();
     var ctx = this.canvas.getContext("2d");
     var dpr = this._dpr;
@@ -656,8 +681,8 @@
     var rightTicks = this.rightTicks || 1;
     var matched = this.matched;
     var drawn = this.drawn;
-    var maxLevel = 0;
-    for (var d = 0; d < levels.length; d++) {
+    var depthShown = this._depthShown;
+    for (var d = 0; d < depthShown; d++) {
       var L = levels[d];
       var y = this._y(d);
       var j = 0;
@@ -707,14 +732,9 @@
           }
         }
         drawn.push({ level: d, index: j, x: x, y: y, w: w, h: rowH, name: info.func, matched: !!(matched && !dim) });
-        maxLevel = d;
       }
     }
     ctx.globalAlpha = 1;
-    if (maxLevel + 1 !== this._rows() && !again) {
-      this._depthShown = maxLevel + 1;
-      return this.render(true);
-    }
     this._drawOverlay();
     var t1 = global.performance ? performance.now() : Date.now();
     this.lastRenderMs = t1 - t0;
