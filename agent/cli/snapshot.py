@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from hostprof._errors import EXIT_OK
@@ -126,6 +127,11 @@ class SnapshotCommand(Command):
             if not args.quiet:
                 print(f"hostprof: {msg}", file=sys.stderr, flush=True)
 
+        if os.geteuid() != 0:
+            say(
+                "not running as root: other users' processes, locals and eBPF profiles will be "
+                "missing (run with sudo for a complete snapshot)"
+            )
         targets = select_targets(args.pid, args.match, args.all_python)
         say(
             f"snapshot of {len(targets)} process(es): "
