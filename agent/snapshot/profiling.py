@@ -49,8 +49,10 @@ from hostprof.model import Window
 from hostprof.pipeline import Aggregator
 from hostprof.snapshot.readers import find_pyspy
 
-EBPF_COLLECTORS = ("cpu", "offcpu", "syscalls", "gc")
-"""eBPF collectors a snapshot tries, in start order (most useful first)."""
+EBPF_COLLECTORS = ("cpu", "syscalls", "offcpu", "gc")
+"""eBPF collectors a snapshot tries, in start order, most useful first: native stacks, then
+the busiest syscalls (a headline finding), blocked time, and GC pauses (which the sampling
+core's ``<gc>`` frame also shows)."""
 
 DRAIN_EVERY = 0.5
 """Seconds between drains, so kernel maps and buffers never fill during the window."""

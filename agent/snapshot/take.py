@@ -29,6 +29,7 @@ from hostprof.model import FrameKind
 from hostprof.model import Profile
 from hostprof.snapshot import facts as facts_mod
 from hostprof.snapshot.findings import derive
+from hostprof.snapshot.profiling import EBPF_COLLECTORS
 from hostprof.snapshot.profiling import ProfileResult
 from hostprof.snapshot.profiling import run_profile
 from hostprof.snapshot.readers import close_readers
@@ -59,7 +60,7 @@ class Options:
     """Also dump local variables (reprs capped at 200 characters)."""
     rate: int = 100
     """Python sampling rate per target (Hz); lowered for many targets."""
-    collectors: Sequence[str] = ("python", "cpu", "offcpu", "syscalls", "gc")
+    collectors: Sequence[str] = ("python", *EBPF_COLLECTORS)
     """Collectors to try."""
 
 
