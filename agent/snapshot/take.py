@@ -1,12 +1,15 @@
 """Runs a whole snapshot: facts, two dumps and the profile window, overlapped in time.
 
-Timeline (t = 0 when every collector has started)::
+Timeline (S = --profile-seconds)::
 
-    t<0     probe/start collectors (BPF compile), start py-spy recorders
-    t=0     profile window opens; dump round 1 of every target (parallel); facts (parallel)
-    t=1 s   dump round 2 (parallel)
-    t=S     window closes (S = --profile-seconds); collectors drain and stop
-    after   findings, reports, archive (well under a second for 20 targets)
+    t=0       attach to every target; Python window opens (sampling core or py-spy);
+              dump round 1 of every target (4 workers); eBPF programs start compiling, one
+              at a time, each collector starting as soon as its program is loaded
+    ~t=0.3 s  facts of every target (psutil, /proc), after round 1
+    t=1 s     dump round 2
+    t=S       Python window closes
+    <=t=S+1   the last eBPF collector stops (each runs S seconds or until then)
+    after     findings, reports, archive (about 0.5 s for 20 targets)
 
 Nothing here pauses a target, and nothing a target does (exit, deny access, run an unknown
 interpreter) stops the snapshot: it is recorded per target and the rest go on.
