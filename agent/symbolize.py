@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Dict
 from typing import List
 from typing import Optional
@@ -27,6 +28,7 @@ import numpy as np
 from hostprof import elf
 from hostprof import procmaps
 from hostprof._errors import HostprofError
+from hostprof._errors import ProcessGoneError
 from hostprof.model import Frame
 from hostprof.model import FrameKind
 
@@ -51,13 +53,35 @@ class _Object:
         return offsets - self.seg_offsets[i] + self.seg_vaddrs[i]
 
 
+# Executable lines of /proc/PID/maps only; a regex over the whole text is far cheaper than
+# splitting every line of a process with thousands of mappings.
+_EXEC_LINE = re.compile(
+    r"^([0-9a-f]+)-([0-9a-f]+) (..x.) ([0-9a-f]+) (\S+) (\d+) *(.*)$", re.MULTILINE
+)
+
+
+def read_exec_maps(pid: int) -> List[procmaps.Mapping]:
+    """The executable mappings of ``pid``; ProcessGoneError if it is gone."""
+    try:
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        raise ProcessGoneError(f"process {pid} is gone", "") from None
+    return [
+        procmaps.Mapping(int(a, 16), int(b, 16), perms, int(off, 16), dev, int(ino), path)
+        for a, b, perms, off, dev, ino, path in _EXEC_LINE.findall(text)
+    ]
+
+
 class _ProcessMaps:
     """The executable file mappings of one process as sorted arrays."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, epoch: int) -> None:
         self.pid = pid
-        maps = [m for m in procmaps.read_maps(pid) if m.executable]
+        self.epoch = epoch
+        maps = read_exec_maps(pid)
         self.maps = maps
+        self.objects: Dict[int, Optional[_Object]] = {}  # mapping index -> its object
         self.starts = np.array([m.start for m in maps], dtype=np.uint64)
         self.ends = np.array([m.end for m in maps], dtype=np.uint64)
 
@@ -68,31 +92,45 @@ class _ProcessMaps:
         return np.where(ok, i, -1)
 
 
+_KALLSYMS_TEXT = re.compile(rb"^([0-9a-f]+) [tTwW] (\S+)", re.MULTILINE)
+
+
 class KernelSymbols:
-    """``/proc/kallsyms`` as sorted arrays (text symbols only), loaded on first use."""
+    """``/proc/kallsyms`` as sorted arrays (text symbols only), loaded on first use.
+
+    Names live in one bytes blob with numpy offsets (about 3 MB for 120k symbols, instead of
+    about 20 MB as Python strings); a name is decoded when a lookup returns it.
+    """
 
     def __init__(self, path: str = "/proc/kallsyms") -> None:
-        addrs: List[int] = []
-        names: List[str] = []
-        with open(path) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) < 3 or parts[1] not in "tTwW":
-                    continue
-                a = int(parts[0], 16)
-                if a:
-                    addrs.append(a)
-                    names.append(parts[2])
-        order = np.argsort(np.array(addrs, dtype=np.uint64), kind="stable")
-        self.addresses = np.array(addrs, dtype=np.uint64)[order]
-        self.names = [names[i] for i in order.tolist()]
-        self.restricted = not addrs  # kptr_restrict hides addresses from non-root
+        with open(path, "rb") as f:
+            found = _KALLSYMS_TEXT.findall(f.read())
+        addrs = np.fromiter((int(a, 16) for a, _ in found), dtype=np.uint64, count=len(found))
+        names = [n for _, n in found]
+        del found
+        keep = addrs != 0  # kptr_restrict shows zeros to non-root
+        order = np.argsort(addrs, kind="stable")
+        order = order[keep[order]]
+        self.addresses = addrs[order]
+        picked = [names[i] for i in order.tolist()]
+        lengths = np.fromiter((len(n) for n in picked), dtype=np.int64, count=len(picked))
+        self._offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+        self._blob = b"".join(picked)
+        self._cache: Dict[int, str] = {}
+        self.restricted = not len(self.addresses)
+
+    def name(self, i: int) -> str:
+        n = self._cache.get(i)
+        if n is None:
+            n = self._blob[self._offsets[i] : self._offsets[i + 1]].decode("ascii", "replace")
+            self._cache[i] = n
+        return n
 
     def lookup_many(self, addrs: np.ndarray) -> List[str]:
         if not len(self.addresses):
             return [UNKNOWN] * len(addrs)
         i = np.searchsorted(self.addresses, addrs, side="right").astype(np.int64) - 1
-        return [self.names[j] if j >= 0 else UNKNOWN for j in i.tolist()]
+        return [self.name(j) if j >= 0 else UNKNOWN for j in i.tolist()]
 
 
 class Symbolizer:
@@ -108,6 +146,8 @@ class Symbolizer:
         self._procs: Dict[int, _ProcessMaps] = {}
         self._objects: Dict[str, Optional[_Object]] = {}  # by build-id or file identity
         self._identity: Dict[Tuple[int, int, int, int], str] = {}  # stat -> object key
+        self._epoch = 0
+        self._gone: Dict[int, int] = {}  # pid -> epoch it was found gone
         self.frames = 0
         self.unknown = 0
 
@@ -122,16 +162,28 @@ class Symbolizer:
         return [Frame(n, "[kernel]", 0, FrameKind.KERNEL) for n in names]
 
     # --------------------------------------------------------------------------- user
+    def new_epoch(self) -> None:
+        """Marks a new drain: maps may be re-read once per process per epoch."""
+        self._epoch += 1
+        if len(self._gone) > 4096:
+            self._gone.clear()
+
     def forget(self, pid: int) -> None:
         """Drops the cached maps of a process (it exited or re-mapped)."""
         self._procs.pop(pid, None)
 
     def _maps(self, pid: int, refresh: bool = False) -> Optional[_ProcessMaps]:
         pm = self._procs.get(pid)
+        if pm is not None and refresh and pm.epoch == self._epoch:
+            return pm  # already re-read during this drain
         if pm is None or refresh:
+            if pid in self._gone:
+                return None
             try:
-                pm = _ProcessMaps(pid)
+                pm = _ProcessMaps(pid, self._epoch)
             except HostprofError:
+                self._gone[pid] = self._epoch
+                self._procs.pop(pid, None)
                 return None
             self._procs[pid] = pm
         return pm
@@ -169,9 +221,16 @@ class Symbolizer:
                 ef.close()
             return self._objects[key]
 
-    def user_frames(self, pid: int, addrs: Sequence[int]) -> List[Frame]:
-        """User frames for addresses of process ``pid``, in the given order."""
+    def user_frames(
+        self, pid: int, addrs: Sequence[int], callers: Optional[Sequence[bool]] = None
+    ) -> List[Frame]:
+        """User frames for addresses of process ``pid``, in the given order.
+
+        ``callers`` marks return addresses (every frame but a stack's leaf); by default all
+        but the first address are. Several stacks can be resolved in one call this way.
+        """
         a = np.asarray(addrs, dtype=np.uint64)
+        is_caller = np.arange(len(a)) > 0 if callers is None else np.asarray(callers, dtype=bool)
         pm = self._maps(pid)
         idx = pm.find(a) if pm is not None else np.full(len(a), -1)
         if pm is not None and (idx < 0).any():
@@ -183,7 +242,10 @@ class Symbolizer:
             for mi in np.unique(idx[idx >= 0]).tolist():
                 sel = np.flatnonzero(idx == mi)
                 m = pm.maps[mi]
-                obj = self._object(pid, m)
+                if mi in pm.objects:
+                    obj = pm.objects[mi]
+                else:
+                    obj = pm.objects[mi] = self._object(pid, m)
                 name = m.basename
                 if obj is None:
                     for j in sel.tolist():
@@ -191,7 +253,7 @@ class Symbolizer:
                     continue
                 # Return addresses point after the call: look up addr-1 for caller frames, so
                 # a call that is the last instruction of a function is not charged to the next.
-                adj = a[sel] - np.where(sel > 0, 1, 0).astype(np.uint64)
+                adj = a[sel] - is_caller[sel].astype(np.uint64)
                 offs = adj - np.uint64(m.start) + np.uint64(m.offset)
                 vaddrs = obj.file_to_vaddr(offs)
                 hits = obj.functions.lookup_many(vaddrs)

@@ -108,11 +108,16 @@ class CpuCollector(Collector):
         if self._bpf is None or self._stacks is None:
             return RawBatch.empty(self.name, SAMPLE_TYPES)
         t0 = time.process_time()
+        if self.symbolizer is not None:
+            self.symbolizer.new_epoch()
         items = _ebpf.drain_map(self._bpf["counts"])
         period_ns = 1_000_000_000 // self.frequency
         builder = _ebpf.BatchBuilder(self.name, SAMPLE_TYPES)
         keep: Set[int] = {int(k.ustack) for k, _ in items} | {int(k.kstack) for k, _ in items}
         self._stacks.sweep(keep)  # before symbolising: see StackMap.sweep
+        self._stacks.prefetch(
+            ((int(k.pid), int(k.ustack)) for k, _ in items), (int(k.kstack) for k, _ in items)
+        )
         evicted_before = self._stacks.evicted
         for k, v in items:
             pid, tid, us, ks = int(k.pid), int(k.tid), int(k.ustack), int(k.kstack)

@@ -107,12 +107,17 @@ class OffCpuCollector(Collector):
         if self._bpf is None or self._stacks is None:
             return RawBatch.empty(self.name, SAMPLE_TYPES)
         t0 = time.process_time()
+        if self.symbolizer is not None:
+            self.symbolizer.new_epoch()
         items = _ebpf.drain_map(self._bpf["counts"])
         builder = _ebpf.BatchBuilder(self.name, SAMPLE_TYPES)
         keep: Set[int] = {int(k.ustack) for k, _ in items} | {int(k.kstack) for k, _ in items}
         blocked = [(k, v) for k, v in self._bpf["offcpu_since"].items() if v.ts]
         keep |= {int(v.ustack) for _, v in blocked} | {int(v.kstack) for _, v in blocked}
         self._stacks.sweep(keep)  # before symbolising: see StackMap.sweep
+        self._stacks.prefetch(
+            ((int(k.pid), int(k.ustack)) for k, _ in items), (int(k.kstack) for k, _ in items)
+        )
         evicted = self._stacks.evicted
         self._charge_blocked(builder, blocked)
         for k, v in items:

@@ -106,11 +106,14 @@ class SyscallsCollector(Collector):
         if self._bpf is None:
             return RawBatch.empty(self.name, SAMPLE_TYPES)
         t0 = time.process_time()
+        if self.symbolizer is not None:
+            self.symbolizer.new_epoch()
         items = _ebpf.drain_map(self._bpf["counts"])
         builder = _ebpf.BatchBuilder(self.name, SAMPLE_TYPES)
         keep: Set[int] = {int(k.ustack) for k, _ in items}
         if self._stacks is not None:
             self._stacks.sweep(keep)  # before symbolising: see StackMap.sweep
+            self._stacks.prefetch(((int(k.pid), int(k.ustack)) for k, _ in items), ())
         for k, v in items:
             pid, tid, nr = int(k.pid), int(k.tid), int(k.nr)
             stack: Tuple[Any, ...] = (self._frame(nr),)
