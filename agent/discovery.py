@@ -126,6 +126,19 @@ def choose(rules: Sequence[Rule], facts: ProcessFacts) -> Optional[Match]:
     return None
 
 
+YOUNG_S = 5.0
+"""Non-matching processes younger than this are re-checked each scan (they may exec)."""
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _read_cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def read_start_ticks(pid: int) -> Optional[int]:
     """The start time of ``pid`` in clock ticks, or None when it is gone."""
     try:
@@ -211,6 +224,8 @@ class Discovery:
         self.rules = tuple(rules)
         self.exclude_pids: Set[int] = set(exclude_pids)
         self._seen: Dict[TargetKey, Optional[Match]] = {}
+        self._cmdlines: Dict[TargetKey, bytes] = {}
+        self._uptime_ticks = 0.0
         self.scans = 0
 
     def set_rules(self, rules: Sequence[Rule]) -> None:
@@ -221,6 +236,8 @@ class Discovery:
     def scan(self) -> Tuple[List[Match], List[TargetKey]]:
         """Rescans /proc. Returns (newly matched targets, keys of matched targets now gone)."""
         self.scans += 1
+        with open("/proc/uptime", "rb") as f:
+            self._uptime_ticks = float(f.read().split()[0]) * _HZ
         alive: Dict[TargetKey, None] = {}
         new: List[Match] = []
         for entry in os.listdir("/proc"):
@@ -235,18 +252,33 @@ class Discovery:
             key = (pid, start)
             alive[key] = None
             if key in self._seen:
-                continue
+                if self._seen[key] is not None or not self._young(start):
+                    continue
+                # A fresh process that did not match may not have exec'd yet (fork, then
+                # exec): same pid and start time, new program. Look again while it is young.
+                cmdline = _read_cmdline(pid)
+                if cmdline == self._cmdlines.get(key):
+                    continue
             facts = read_facts(pid)
             if facts is None or facts.start_ticks != start:
                 continue
             match = choose(self.rules, facts)
             self._seen[key] = match
+            if match is None and self._young(start):
+                self._cmdlines[key] = _read_cmdline(pid)
+            else:
+                self._cmdlines.pop(key, None)
             if match is not None:
                 new.append(match)
         gone = [k for k, m in self._seen.items() if k not in alive and m is not None]
         for k in [k for k in self._seen if k not in alive]:
             del self._seen[k]
+        for k in [k for k in self._cmdlines if k not in alive or not self._young(k[1])]:
+            del self._cmdlines[k]
         return new, gone
+
+    def _young(self, start_ticks: int) -> bool:
+        return self._uptime_ticks - start_ticks < YOUNG_S * _HZ
 
     def forget(self, key: TargetKey) -> None:
         """Classifies ``key`` again on the next scan (after a failed attach was retried)."""

@@ -61,7 +61,7 @@ class Store:
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self) -> None:
-        self.log = open(self.data.parent / f"store-{self.port}.log", "ab")
+        self.log = open(self.data.parent / f"store-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
                 *HOSTPROF,
@@ -98,7 +98,11 @@ class Store:
         self.log.close()
 
     def windows(self, profile_type_prefix: str = "process_cpu:") -> Dict[Tuple[str, int], int]:
-        """{(pid label, window start s): stored profiles} read from the store's SQLite."""
+        """{(pid label, window start s): stored profiles} read from the store's SQLite.
+
+        The store keeps one ``raw_<day>`` row per (series, upload window); counting rows per
+        (series, ts) counts arrivals.
+        """
         db = sqlite3.connect(f"file:{self.data}/store.db?mode=ro", uri=True)
         try:
             series = {
@@ -110,7 +114,7 @@ class Store:
             tables = [
                 r[0]
                 for r in db.execute(
-                    "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'tot_%'"
+                    "SELECT name FROM sqlite_master WHERE type='table' AND name GLOB 'raw_[0-9]*'"
                 )
             ]
             for t in tables:
@@ -183,7 +187,7 @@ python_only = false
         self.log_path = workdir / "agent.log"
 
     def start(self) -> None:
-        self.log = open(self.log_path, "ab")
+        self.log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [*HOSTPROF, "agent", "run", "--config", str(self.config), "--log-level", "debug"],
             stdout=self.log,
@@ -191,9 +195,15 @@ python_only = false
             stdin=subprocess.DEVNULL,
             env=self.env,
         )
-        wait_for(
-            lambda: self._alive() and os.path.exists(self.socket), 30, "the agent's status socket"
-        )
+        wait_for(self._answers, 30, "the agent's status socket")
+
+    def _answers(self) -> bool:
+        self._alive()
+        try:
+            # The pid check: a just-killed agent's socket file is still there.
+            return read_status(self.socket, timeout=1.0).get("pid") == self.proc.pid
+        except Exception:
+            return False
 
     def _alive(self) -> bool:
         assert self.proc is not None
