@@ -267,6 +267,17 @@ class _PySpyRun:
             os.rmdir(self.tmp)
 
 
+def _widen(profile: Profile, like: Profile) -> Profile:
+    """``profile``'s samples with ``like``'s sample types (missing columns are 0)."""
+    out = like.empty_like()
+    out.windows = list(profile.windows)
+    names = [str(t) for t in profile.sample_types]
+    for frames, labels, values in profile.items():
+        row = [values[names.index(str(t))] if str(t) in names else 0 for t in like.sample_types]
+        out.add(list(frames), row, dict(labels))
+    return out
+
+
 def _start_ebpf(
     names: Sequence[str],
     pids: Sequence[int],
@@ -353,6 +364,15 @@ def run_profile(
                     runs.append(_Run("python", coll, py_end, pid, owns=attached is None))
                 except Exception as exc:
                     result.target_errors[pid] = _one_line(exc)
+            # A target the core cannot read (an interpreter it does not support) is still
+            # profiled, by py-spy, if that is installed.
+            fallback = [pid for pid in pids if pid in result.target_errors]
+            exe = find_pyspy() if fallback else None
+            if exe and fallback:
+                pyspy = _PySpyRun(exe, fallback, rate)
+                pyspy.start()
+                for pid in fallback:
+                    result.target_errors.pop(pid)
             if len(pids) <= MERGE_MAX_TARGETS:
                 with contextlib.suppress(ImportError):
                     from hostprof.merge import PythonMerger
@@ -422,9 +442,14 @@ def run_profile(
         if not pyspy.done:
             pyspy.finish()
         pyspy.profile.windows.append(Window(result.start_ns, int(seconds * 1e9)))
-        result.profiles["python"] = pyspy.profile
         result.target_errors.update(pyspy.errors)
         result.coverage["python"] = seconds
+        if "python" in aggs:  # some targets by the core, the rest by py-spy: one profile
+            aggs["python"].profile.merge_in(_widen(pyspy.profile, aggs["python"].profile))
+            result.sources["python"] = "hostprof + py-spy"
+        else:
+            result.profiles["python"] = pyspy.profile
+            result.sources["python"] = "py-spy"
     result.duration_ns = int(seconds * 1e9)
     for r in runs:
         if r.error:
