@@ -77,6 +77,26 @@ def _size(text: str) -> int:
     return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
 
 
+def _decoder_pool(workers: int):
+    """A process pool for push decoding, started and warmed up (None for in-process)."""
+    if workers < 0:
+        workers = (os.cpu_count() or 1) if (os.cpu_count() or 1) > 1 else 0
+    if workers == 0:
+        return None
+    import concurrent.futures
+    import multiprocessing
+
+    # spawn, not fork: the server already runs threads (the store writer) when this starts.
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+    )
+    from hostprof.store.decode import warm_up
+
+    for fut in [pool.submit(warm_up) for _ in range(workers)]:
+        fut.result(timeout=60)
+    return pool
+
+
 class StoreCommand(Command):
     __doc__ = __doc__
 
@@ -101,6 +121,14 @@ class StoreCommand(Command):
         serve.add_argument("--max-body", type=_size, default="16M", help="request body cap")
         serve.add_argument(
             "--max-inflated", type=_size, default="64M", help="cap on decompressed payloads"
+        )
+        serve.add_argument(
+            "--decode-workers",
+            type=int,
+            default=0,
+            metavar="N",
+            help="decode pushes in N extra processes, for many agents on a multi-core host "
+            "(default 0: decode in the server process; -1: one per CPU)",
         )
         serve.add_argument("--log-level", default="warning", help="uvicorn log level")
         ls = sub.add_parser("ls", help="list services and profile types")
@@ -154,7 +182,8 @@ class StoreCommand(Command):
 
         db = Path(args.data) / "store.db"
         backend = SQLiteBackend(db, retention=retention)
-        app = create_app(backend, args.token, Limits(args.max_body, args.max_inflated))
+        decoders = _decoder_pool(args.decode_workers)
+        app = create_app(backend, args.token, Limits(args.max_body, args.max_inflated), decoders)
         logging.basicConfig(level=logging.WARNING, format="hostprof store: %(message)s")
         print(f"hostprof store: listening on http://{args.listen} (data {db})", file=sys.stderr)
         config = uvicorn.Config(
@@ -170,6 +199,8 @@ class StoreCommand(Command):
         try:
             server.run()
         finally:
+            if decoders is not None:
+                decoders.shutdown(wait=True, cancel_futures=True)
             backend.close()
         return 0 if server.started else 7
 

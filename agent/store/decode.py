@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 import zlib
 from typing import Dict
@@ -556,6 +557,16 @@ def ingest_upload(params: IngestParams, body: bytes, limit: int) -> Upload:
         data, params.labels, ptype, params.ts, scale, params.spy_name, params.sample_rate
     )
     return Upload("", [sd] if len(sd.stacks) and sd.values.any() else [])
+
+
+def warm_up() -> int:
+    """Loads the protobuf descriptors (run once in each decoder process at start-up)."""
+    for name in ("PushRequest",):
+        messages(f"push.v1.{name}")
+    for name in ("ProfileScan", "SampleScan", "LocationScan", "LineScan", "FunctionScan"):
+        messages(f"hostprof.pprofscan.{name}")
+    messages("perftools.profiles.Profile")
+    return os.getpid()
 
 
 def json_error(code: str, message: str) -> bytes:

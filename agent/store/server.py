@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
+import concurrent.futures.process
 import dataclasses
 import functools
 import hmac
@@ -124,11 +126,24 @@ def _handled(fn: Callable) -> Callable:
 
 
 class Store:
-    """The store's request handlers around one :class:`Backend`."""
+    """The store's request handlers around one :class:`Backend`.
 
-    def __init__(self, backend: Backend, limits: Optional[Limits] = None) -> None:
+    Args:
+        backend: where profiles are stored.
+        limits: request size limits.
+        decoders: an optional process pool that decodes pushes, so decoding (the costliest
+            part of ingest) runs on other cores than the event loop and the writer.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        limits: Optional[Limits] = None,
+        decoders: Optional[concurrent.futures.Executor] = None,
+    ) -> None:
         self.backend = backend
         self.limits = limits or Limits()
+        self.decoders = decoders
 
     # ------------------------------------------------------------------------- helpers
     @staticmethod
@@ -175,7 +190,16 @@ class Store:
         tenant = self.tenant(request)
         ctype = request.headers.get("content-type", connect.PROTO)
         body = await self.body(request)
-        uploads = push_request(body, ctype, self.limits.max_inflated)
+        if self.decoders is not None and len(body) > 512:
+            loop = asyncio.get_running_loop()
+            try:
+                uploads = await loop.run_in_executor(
+                    self.decoders, push_request, body, ctype, self.limits.max_inflated
+                )
+            except concurrent.futures.process.BrokenProcessPool:
+                uploads = push_request(body, ctype, self.limits.max_inflated)
+        else:
+            uploads = push_request(body, ctype, self.limits.max_inflated)
         if uploads:
             await asyncio.wrap_future(self.backend.submit(tenant, uploads))
         msg = messages("push.v1.PushResponse")()
@@ -616,9 +640,14 @@ def _static(folder: Path, name: str) -> Response:
     return Response(path.read_bytes(), media_type=ctype, headers={"Cache-Control": "no-cache"})
 
 
-def create_app(backend: Backend, token: str = "", limits: Optional[Limits] = None):
-    """Builds the ASGI application around ``backend``."""
-    store = Store(backend, limits)
+def create_app(
+    backend: Backend,
+    token: str = "",
+    limits: Optional[Limits] = None,
+    decoders: Optional[concurrent.futures.Executor] = None,
+):
+    """Builds the ASGI application around ``backend`` (see :class:`Store` for the rest)."""
+    store = Store(backend, limits, decoders)
 
     async def index(request: Request) -> Response:
         return _static(UI_DIR, "index.html")
