@@ -14,6 +14,7 @@ Usage: .venv/bin/python benchmarks/snapshot_bench.py [--procs 20] [--threads 50]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -100,6 +101,7 @@ def main() -> int:
     pids = [p.pid for p in procs]
     tmp = tempfile.mkdtemp(prefix="hostprof-bench-")
     walls, sizes, members = [], [], {}
+    coverage: dict = {}
     base = []
     try:
         for i in range(opts.runs):
@@ -109,6 +111,10 @@ def main() -> int:
             with tarfile.open(out) as tar:
                 for m in tar.getmembers():
                     members.setdefault(m.name.split("/", 1)[-1], []).append(m.size)
+                    if m.name.endswith("/snapshot.json"):
+                        data = json.load(tar.extractfile(m))  # type: ignore[arg-type]
+                        for name, secs in data["profile"]["coverage_seconds"].items():
+                            coverage.setdefault(name, []).append(secs)
             base.append(pyspy_each(pids))
     finally:
         for p in procs:
@@ -124,8 +130,8 @@ def main() -> int:
         f"--profile-seconds {opts.profile_seconds:g}, {opts.runs} runs (medians), "
         f"{os.cpu_count()} CPUs\n"
     )
-    print(f"| {'measure':<44} | {'value':>12} |")
-    print(f"|{'-' * 46}|{'-' * 14}|")
+    print(f"| {'measure':<50} | {'value':>12} |")
+    print(f"|{'-' * 52}|{'-' * 14}|")
     rows = [
         ("snapshot wall time (s)", f"{wall:.2f}"),
         ("  runs (s)", " ".join(f"{w:.2f}" for w in walls)),
@@ -136,8 +142,16 @@ def main() -> int:
         ("archive size (KiB)", f"{size / 1024:.1f}"),
         ("archive size per process (KiB)", f"{size / 1024 / opts.procs:.2f}"),
     ]
+    for name in ("python", "cpu", "syscalls", "offcpu", "gc"):
+        got = coverage.get(name, [])
+        rows.append(
+            (
+                f"{name} profile coverage (s), runs with it",
+                f"{statistics.median(got):.1f} {len(got)}/{opts.runs}" if got else f"0/{opts.runs}",
+            )
+        )
     for name, value in rows:
-        print(f"| {name:<44} | {value:>12} |")
+        print(f"| {name:<50} | {value:>12} |")
     print("\nuncompressed members (median bytes):")
     for name, vals in sorted(members.items()):
         print(f"  {name:<28} {statistics.median(vals):>10,.0f}")

@@ -278,45 +278,103 @@ def _widen(profile: Profile, like: Profile) -> Profile:
     return out
 
 
-def _start_ebpf(
-    names: Sequence[str],
-    pids: Sequence[int],
-    seconds: float,
-    hard_end: float,
-    runs: List[_Run],
-    lock: threading.Lock,
-    result: ProfileResult,
-) -> None:
-    """Compiles and starts the eBPF collectors one at a time (bcc's compiler is not
-    thread-safe: two BPF() loads at once crash the process, seen here as SIGSEGV)."""
-    for name in names:
-        cls = _collector_class(name)
-        if cls is None:
-            result.unavailable[name] = "collector not built into this hostprof"
-            continue
-        if hard_end - time.monotonic() < MIN_COVERAGE + 0.3:
-            result.unavailable[name] = (
-                "skipped: no time left in the snapshot's budget after compiling the others"
-            )
-            continue
-        try:
-            coll = cls.probe(pids=list(pids))
-            if coll is None:
-                result.unavailable[name] = "does not apply on this host or to these targets"
+class _Starter:
+    """Compiles and starts the eBPF collectors one at a time, on its own thread.
+
+    bcc's compiler is not thread-safe (two BPF() loads at once crash the process, seen here as
+    SIGSEGV), so the loads are serial. A compile cannot be interrupted: when the window's hard
+    end passes while one is running, the drain loop stops waiting, :meth:`close` is called, and
+    the collector that finishes compiling too late is stopped at once and reported skipped.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        pids: Sequence[int],
+        seconds: float,
+        hard_end: float,
+        runs: List[_Run],
+        lock: threading.Lock,
+        result: ProfileResult,
+    ) -> None:
+        self.names = list(names)
+        self.pids = list(pids)
+        self.seconds = seconds
+        self.hard_end = hard_end
+        self.runs = runs
+        self.lock = lock
+        self.result = result
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, name="snapshot-ebpf-start", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def busy(self) -> bool:
+        return self.thread.is_alive()
+
+    def close(self) -> None:
+        """No collector is started or reported after this."""
+        with self.lock:
+            self.closed = True
+            for name in self.names:
+                if (
+                    name not in self.result.sources
+                    and name not in self.result.unavailable
+                    and name not in self.result.failed
+                ):
+                    self.result.unavailable[name] = (
+                        "skipped: its program did not compile within the snapshot's time budget"
+                    )
+
+    def _note(self, table: Dict[str, str], name: str, why: str) -> None:
+        with self.lock:
+            if not self.closed:
+                table[name] = why
+
+    def _run(self) -> None:
+        for name in self.names:
+            cls = _collector_class(name)
+            if cls is None:
+                self._note(self.result.unavailable, name, "collector not built into this hostprof")
                 continue
-            coll.start()
-        except Exception as exc:
-            why = _one_line(exc)
-            # No root, no bcc, no tracefs: the capability is missing, not a failure.
-            if any(w in why.lower() for w in ("permission", "root", "bcc", "not supported")):
-                result.unavailable[name] = why
-            else:
-                result.failed[name] = why
-            continue
-        now = time.monotonic()
-        with lock:
-            runs.append(_Run(name, coll, min(now + seconds, hard_end)))
-        result.sources[name] = "bcc"
+            if self.closed or self.hard_end - time.monotonic() < MIN_COVERAGE + 0.3:
+                self._note(
+                    self.result.unavailable,
+                    name,
+                    "skipped: no time left in the snapshot's budget after compiling the others",
+                )
+                continue
+            try:
+                coll = cls.probe(pids=self.pids)
+                if coll is None:
+                    self._note(
+                        self.result.unavailable,
+                        name,
+                        "does not apply on this host or to these targets",
+                    )
+                    continue
+                coll.start()
+            except Exception as exc:
+                why = _one_line(exc)
+                # No root, no bcc, no tracefs: the capability is missing, not a failure.
+                missing = ("permission", "root", "bcc", "not supported")
+                table = (
+                    self.result.unavailable
+                    if any(w in why.lower() for w in missing)
+                    else self.result.failed
+                )
+                self._note(table, name, why)
+                continue
+            now = time.monotonic()
+            with self.lock:
+                late = self.closed or now > self.hard_end - MIN_COVERAGE
+                if not late:
+                    self.runs.append(_Run(name, coll, min(now + self.seconds, self.hard_end)))
+                    self.result.sources[name] = "bcc"
+            if late:
+                with contextlib.suppress(Exception):
+                    coll.stop()
 
 
 def run_profile(
@@ -395,31 +453,20 @@ def run_profile(
     if on_window_open is not None:
         on_window_open()
     ebpf = [c for c in collectors if c in EBPF_COLLECTORS]
-    starter = threading.Thread(
-        target=_start_ebpf,
-        args=(ebpf, pids, seconds, hard_end, runs, lock, result),
-        name="snapshot-ebpf-start",
-        daemon=True,
-    )
+    starter = _Starter(ebpf, pids, seconds, hard_end, runs, lock, result)
     starter.start()
     # The drain loop: Python first, so the merger has the stacks the eBPF rows need.
     aggs: Dict[str, Aggregator] = {}
-    while True:
-        now = time.monotonic()
-        with lock:
-            active = [r for r in runs if r.stopped_at is None]
-        if not active and now >= py_end and not starter.is_alive():
-            break
-        soon = [r.deadline for r in active] + ([py_end] if now < py_end else [])
-        time.sleep(max(0.01, min([DRAIN_EVERY] + [d - now for d in soon])))
-        if pyspy is not None and time.monotonic() >= py_end and pyspy.procs and not pyspy.done:
-            pyspy.finish()
+
+    def drain_all(final: bool) -> None:
         with lock:
             current = list(runs)
         batches: List[Tuple[_Run, Any]] = []
         for r in sorted(current, key=lambda r: r.name != "python"):
-            for b in r.drain():
-                batches.append((r, b))
+            if final:
+                r.stop()
+            else:
+                batches.extend((r, b) for b in r.drain())
             while r.batches:
                 batches.append((r, r.batches.pop(0)))
         for r, b in batches:
@@ -437,7 +484,20 @@ def run_profile(
                     b.sample_types, period[0], period[1], per_thread=True, per_pid=True
                 )
             agg.add(b)
-    starter.join()
+
+    while True:
+        now = time.monotonic()
+        with lock:
+            active = [r for r in runs if r.stopped_at is None]
+        if not active and now >= py_end and (not starter.busy() or now >= hard_end):
+            break
+        soon = [r.deadline for r in active] + ([py_end] if now < py_end else [])
+        time.sleep(max(0.01, min([DRAIN_EVERY] + [d - now for d in soon])))
+        if pyspy is not None and time.monotonic() >= py_end and pyspy.procs and not pyspy.done:
+            pyspy.finish()
+        drain_all(final=False)
+    starter.close()
+    drain_all(final=True)  # a collector the starter added just before closing
     if pyspy is not None:
         if not pyspy.done:
             pyspy.finish()

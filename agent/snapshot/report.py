@@ -586,6 +586,7 @@ def snapshot_json(snap: Snapshot, files: Mapping[str, str]) -> Dict[str, Any]:
             "start_ns": snap.profile.start_ns,
             "duration_ns": snap.profile.duration_ns,
             "profiles": profiles,
+            "coverage_seconds": snap.profile.coverage,
             "unavailable": snap.profile.unavailable,
             "failed": snap.profile.failed,
         },
