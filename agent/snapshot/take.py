@@ -192,14 +192,18 @@ def take_snapshot(
         cpu = facts_mod.CpuSampler()
         cpu.start()
         fact_futs: Dict[int, concurrent.futures.Future] = {}
+        facts_lock = threading.Lock()
         host_fut = pool.submit(facts_mod.host_facts)
 
         def submit_facts() -> None:
             # Facts go after the first dump, in the gap before the second: the first dump is
             # the one a hang is judged against, so it must be taken as early as possible.
-            if not fact_futs:
-                for t in targets:
-                    fact_futs[t.pid] = pool.submit(facts_mod.process_facts, t.pid, snap.redactor)
+            with facts_lock:
+                if not fact_futs:
+                    for t in targets:
+                        fact_futs[t.pid] = pool.submit(
+                            facts_mod.process_facts, t.pid, snap.redactor
+                        )
 
         def on_round(n: int) -> None:
             say(f"dump {n} of 2 taken")
