@@ -6,7 +6,7 @@ Measures, each in a fresh process so numbers do not leak between cases:
    (target: <= 0.5 % of one core);
 2. compile + load time of each collector's BPF program;
 3. agent RSS (peak, VmHWM) with all four collectors running host-wide (target: <= 150 MiB);
-4. target slowdown on a syscall-heavy loop (1-byte os.read from /dev/zero) with the syscalls
+4. target slowdown (CPU time) on a syscall-heavy loop (1-byte os.read from /dev/zero) with the syscalls
    collector attached, side by side with no tracing and with bcc's own ``syscount -L``
    (documented at 1.85x on such a loop).
 
@@ -82,10 +82,10 @@ fd = os.open("/dev/zero", os.O_RDONLY)
 print("READY", flush=True)
 sys.stdin.readline()
 n = int(sys.argv[1])
-t = time.perf_counter()
+t = time.process_time()
 for _ in range(n):
     os.read(fd, 1)
-print(time.perf_counter() - t, flush=True)
+print(time.process_time() - t, flush=True)
 """
 
 SYSCALLS_AGENT = """
@@ -109,7 +109,9 @@ def _run_json(source: str, *args: str) -> Dict:
 
 
 def _loop_time(n: int, tracer: Optional[str]) -> float:
-    """Seconds for n 1-byte reads in a fresh target, with the given tracer attached."""
+    """CPU seconds (user + system, so BPF time in the syscall path counts) for n 1-byte reads
+    in a fresh target with the given tracer attached. CPU time, not wall time: on a shared
+    machine the wall time mostly measures how long the target waited for a CPU."""
     target = subprocess.Popen(
         [PY, "-c", SYSCALL_LOOP, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )

@@ -152,6 +152,16 @@ def drain_map(table: Any) -> List[Tuple[Any, Any]]:
         return out
 
 
+def percpu_sum(value: Any) -> int:
+    """Sum of a per-CPU map value (a ctypes array, or a list from batch ops)."""
+    if isinstance(value, int):
+        return value
+    try:
+        return int(sum(int(getattr(x, "value", x)) for x in value))
+    except TypeError:
+        return int(getattr(value, "value", value))
+
+
 def keys_to_array(items: Sequence[Tuple[Any, Any]], fields: Sequence[str]) -> Dict[str, np.ndarray]:
     """Columns of ctypes key structs as numpy arrays (one pass, done per drain)."""
     cols: Dict[str, List[int]] = {f: [] for f in fields}

@@ -123,7 +123,7 @@ class SyscallsCollector(Collector):
             builder.add(stack, (int(v.count), int(v.total_ns)), pid, tid, ts)
         for k, v in _ebpf.drain_map(self._bpf["hist"]):
             h = self.histogram.setdefault(self.name_of(int(k.nr)), np.zeros(64, np.int64))
-            h[min(int(k.bucket), 63)] += int(getattr(v, "value", v))
+            h[min(int(k.bucket), 63)] += _ebpf.percpu_sum(v)
         totals = _ebpf.read_stats(self._bpf)
         delta = {k: totals[k] - self._reported.get(k, 0) for k in totals}
         self._reported = totals
