@@ -77,6 +77,20 @@ def _size(text: str) -> int:
     return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
 
 
+def _die_with_parent(parent: int) -> None:
+    """Decoder-process initializer: exit when the server dies, even by SIGKILL (Linux)."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the pool's own broken-pipe handling still ends the worker later
+    if os.getppid() != parent:  # the server died before prctl took effect
+        os._exit(0)
+
+
 def _decoder_pool(workers: int):
     """A process pool for push decoding, started and warmed up (None for in-process)."""
     if workers < 0:
@@ -88,7 +102,10 @@ def _decoder_pool(workers: int):
 
     # spawn, not fork: the server already runs threads (the store writer) when this starts.
     pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
     )
     from hostprof.store.decode import warm_up
 

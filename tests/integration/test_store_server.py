@@ -738,3 +738,105 @@ def _subsets(items: List[int]) -> List[List[int]]:
     for item in items:
         out += [[*c, item] for c in out]
     return out
+
+
+# ---------------------------------------------------------------------------------- agent sinks
+def test_hostprof_agent_sinks_land_and_render(store: Server) -> None:
+    """The daemon's own push code (connect and legacy ingest sinks) against the store."""
+    from types import SimpleNamespace
+
+    from hostprof.push import PushBatch
+    from hostprof.push import Series
+    from hostprof.push.connect import ConnectSink
+    from hostprof.push.ingest import IngestSink
+
+    cfg = SimpleNamespace(
+        url=store.url,
+        basic_user="",
+        basic_password="",
+        bearer_token="",
+        tenant="agents",
+        headers=(),
+    )
+    now = int(time.time())
+    for sink, service in ((ConnectSink(cfg), "sink-connect"), (IngestSink(cfg), "sink-ingest")):
+        raw = pprof.to_message(make_profile({"loop;tick": 70, "loop": 30}, now)).SerializeToString()
+        labels = (("__name__", "process_cpu"), ("hostname", "h9"), ("service_name", service))
+        batch = PushBatch(
+            f"b-{service}", now * 10**9, 10 * 10**9, (Series(labels, raw, f"id-{service}"),)
+        )
+        sink.send(batch, timeout=30)
+        if isinstance(sink, ConnectSink):
+            sink.send(batch, timeout=30)  # a retry: the store drops it by sample ID
+        sink.close()
+        fb = render(store, f'{CPU}{{service_name="{service}",hostname="h9"}}', tenant="agents")
+        assert folded_of(fb["flamebearer"]) == {"loop;tick": 70, "loop": 30}, service
+
+
+def test_decoder_processes(tmp_path: Path) -> None:
+    import psutil
+
+    with running(tmp_path / "d", "--decode-workers", "2") as server:
+        workers = psutil.Process(server.proc.pid).children(recursive=True)
+        assert len(workers) >= 2
+        now = int(time.time())
+        for i in range(20):
+            raw = pprof.encode(make_profile({f"pool;f{i % 3}": 10}, now - i))
+            body = push_request([({"service_name": "pool"}, [(raw, f"p{i}")])])
+            assert post_push(server, body).status_code == 200
+        bad = post_push(
+            server, push_request([({"service_name": "pool"}, [(b"\x0a\xff" * 400, "")])])
+        )
+        assert bad.status_code == 400 and bad.json()["code"] == "invalid_argument"
+        fb = render(server, f'{CPU}{{service_name="pool"}}')
+        assert fb["flamebearer"]["numTicks"] == 200
+        assert folded_of(fb["flamebearer"]) == {"pool;f0": 70, "pool;f1": 70, "pool;f2": 60}
+        # a killed server leaves no decoder processes behind
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(10)
+        _gone, alive = psutil.wait_procs(workers, timeout=15)
+        assert not alive, alive
+
+
+def test_cli_ls_and_query(store: Server, tmp_path: Path) -> None:
+    now = int(time.time())
+    httpx.post(
+        f"{store.url}/ingest",
+        content=b"cli;main 4\ncli;other 1\n",
+        params={"name": "cli-svc.cpu", "from": now},
+    )
+    env = {**os.environ, "HOSTPROF_STORE_DATA": str(store.data)}
+    ls = subprocess.run(
+        [sys.executable, "-m", "hostprof", "store", "ls"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ls.returncode == 0, ls.stderr
+    assert "cli-svc" in ls.stdout and CPU in ls.stdout
+    q = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hostprof",
+            "store",
+            "query",
+            f'{CPU}{{service_name="cli-svc"}}',
+            "--from",
+            "now-10m",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert q.returncode == 0, q.stderr
+    assert q.stdout.splitlines() == ["cli;main 40000000", "cli;other 10000000"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "hostprof", "store", "query", "nope{", "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
