@@ -48,7 +48,9 @@
     Object.keys(params || {}).forEach(function (k) {
       if (params[k] !== undefined && params[k] !== null && params[k] !== "") qs.set(k, params[k]);
     });
-    var url = path + (qs.toString() ? "?" + qs.toString() : "");
+    // Absolute, from the origin: when the page was opened as http://user:token@host/, a
+    // relative URL would carry those credentials, and fetch() refuses such URLs.
+    var url = location.origin + path + (qs.toString() ? "?" + qs.toString() : "");
     ui.loading++;
     return fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
       .then(function (resp) {
