@@ -21,6 +21,7 @@ from hostprof.model import Profile
 WIDTH = 1200
 ROW = 16
 MAX_DEPTH = 48
+MAX_PROCESS_ROOTS = 6
 CHAR_W = 6.6  # average glyph width of 11px monospace, for cutting labels to fit
 
 
@@ -56,8 +57,12 @@ def _label(function: str, file: str, line: int, kind: int) -> str:
 def build_tree(
     profile: Profile, value_index: int = 0, process_names: Optional[Mapping[str, str]] = None
 ) -> _Node:
-    """Folds a profile into a call tree, one subtree per process."""
+    """Folds a profile into a call tree: one subtree per process for up to
+    :data:`MAX_PROCESS_ROOTS` processes; beyond that processes are merged, since 20 slivers
+    side by side hide the code they all share (the pprof files keep the pid labels)."""
     root = _Node("all", FrameKind.SYNTHETIC)
+    pids = {dict(profile.labels[i]).get("pid") for i in range(len(profile.labels))}
+    split = len(pids - {None}) <= MAX_PROCESS_ROOTS
     for frames, labels, values in profile.items():
         v = values[value_index]
         if v <= 0:
@@ -66,7 +71,7 @@ def build_tree(
         node = root
         pid = dict(labels).get("pid")
         path: List[Tuple[str, int]] = []
-        if pid is not None:
+        if pid is not None and split:
             pname = (process_names or {}).get(pid, "")
             path.append((f"pid {pid} {pname}".strip(), int(FrameKind.SYNTHETIC)))
         path.extend((_label(f.function, f.file, f.line, f.kind), int(f.kind)) for f in frames)
