@@ -168,3 +168,12 @@ def test_svg_flamegraph_draws_named_frames() -> None:
     assert svg.startswith("<svg") and svg.count("<rect") == 5  # all, pid, main, hot, cold
     assert "pid 7 app" in svg and "hot (app.py:1)" in svg
     assert "no samples" in svgflame.render(Profile([SAMPLES]), "Empty")
+
+
+def test_svg_flamegraph_merges_many_processes() -> None:
+    p = Profile([SAMPLES])
+    for pid in range(10):
+        p.add([_py("main"), _py("hot")], 5, {"pid": str(pid)})
+    svg = svgflame.render(p, "Python")
+    assert "pid 3" not in svg
+    assert svg.count("<rect") == 3  # all, main, hot: one tower for the ten processes
