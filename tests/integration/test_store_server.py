@@ -532,6 +532,23 @@ def test_unknown_route_is_json_404(store: Server) -> None:
     assert r.status_code == 404
 
 
+def test_static_files(store: Server) -> None:
+    # the flamegraph renderer shared with the HTML encoder is served from /ui/assets/
+    assets = Path(pprof.__file__).parent / "assets"
+    for path in sorted(assets.glob("*.js"))[:2]:
+        r = httpx.get(f"{store.url}/ui/assets/{path.name}")
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/javascript")
+        assert r.content == path.read_bytes()
+    ui = Path(pprof.__file__).parent.parent / "store" / "ui"
+    r = httpx.get(f"{store.url}/")
+    if (ui / "index.html").exists():
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    else:
+        assert r.status_code == 404 and r.json()["code"] == "not_found"
+    assert httpx.get(f"{store.url}/ui/.hidden").status_code == 404
+
+
 def test_size_limits_and_gzip_bombs(tmp_path: Path) -> None:
     with running(tmp_path / "d", "--max-body", "1M", "--max-inflated", "4M") as server:
         bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), 9)  # 64 MiB of zeros in ~64 KiB
