@@ -298,6 +298,8 @@
     this.canvas.className = "hfg-canvas";
     this.overlay = document.createElement("canvas");
     this.overlay.className = "hfg-overlay";
+    this.overlay.setAttribute("role", "img");
+    this.overlay.setAttribute("aria-label", "Flamegraph: hover a frame for details, click to zoom");
     this.tooltip = document.createElement("div");
     this.tooltip.className = "hfg-tooltip";
     this.tooltip.hidden = true;

@@ -474,6 +474,35 @@
       ui.brush.x1 = xAt(ev);
       drawTimeline();
     });
+    // Hovering the timeline shows the bucket under the pointer.
+    var tip = document.createElement("div");
+    tip.className = "hfg-tooltip";
+    tip.hidden = true;
+    document.body.appendChild(tip);
+    canvas.addEventListener("mousemove", function (ev) {
+      var tl = ui.timeline;
+      if (!tl || !tl.samples || ui.brush) {
+        tip.hidden = true;
+        return;
+      }
+      var r = canvas.getBoundingClientRect();
+      var t = state.from + ((ev.clientX - r.left) / r.width) * (state.until - state.from);
+      var i = Math.floor((t - tl.startTime) / tl.durationDelta);
+      if (i < 0 || i >= tl.samples.length) {
+        tip.hidden = true;
+        return;
+      }
+      var start = tl.startTime + i * tl.durationDelta;
+      var unit = ui.lastResponse && ui.lastResponse.metadata ? ui.lastResponse.metadata.units : "";
+      tip.innerHTML = "<div class='hfg-tt-name'>" + FG.escapeHtml(FG.formatValue(tl.samples[i], unit)) + "</div>" +
+        "<div class='hfg-tt-where'>" + FG.escapeHtml(fmtTime(start, true) + " + " + tl.durationDelta + " s") + "</div>";
+      tip.hidden = false;
+      tip.style.left = ev.clientX + 12 + window.scrollX + "px";
+      tip.style.top = ev.clientY + 14 + window.scrollY + "px";
+    });
+    canvas.addEventListener("mouseleave", function () {
+      tip.hidden = true;
+    });
     window.addEventListener("mouseup", function () {
       if (!ui.brush) return;
       var b = ui.brush;
