@@ -411,15 +411,22 @@ def run_profile(
             result.sources["python"] = "hostprof"
             for pid in pids:
                 try:
+                    coll = None
+                    shared = False
                     if attached is not None:
-                        coll = cls([attached(pid)], rate=rate)
-                    else:
+                        proc = attached(pid)
+                        try:
+                            coll = cls([proc], rate=rate)
+                            shared = True
+                        except TypeError:  # a collector that cannot take attached processes
+                            coll = None
+                    if coll is None:
                         coll = cls.probe(pids=[pid], rate=rate)
                     if coll is None:
                         result.target_errors[pid] = "python collector does not apply"
                         continue
                     coll.start()
-                    runs.append(_Run("python", coll, py_end, pid, owns=attached is None))
+                    runs.append(_Run("python", coll, py_end, pid, owns=not shared))
                 except Exception as exc:
                     result.target_errors[pid] = _one_line(exc)
             # A target the core cannot read (an interpreter it does not support) is still
