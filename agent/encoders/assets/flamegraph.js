@@ -661,6 +661,7 @@
     this.empty.hidden = !empty;
     this.wrap.hidden = empty;
     this.drawn = [];
+    this.hover = null; // frames move on every render; the pointer picks again on its next move
     if (empty) return;
     this._depthShown = Math.max(1, this._visibleDepth());
     this._layout();
