@@ -360,3 +360,40 @@ def test_token_protected_store(chromium: Browser, tmp_path: Path) -> None:
         assert page.evaluate("document.getElementById('st-error').hidden") is True
         assert "work_hard" in drawn_names(page)
         assert page.errors == []
+
+
+def test_drag_on_the_timeline_picks_a_time_range(
+    store: Tuple[str, int], chromium: Browser, artifacts: Path
+) -> None:
+    base, window_b = store
+    page = chromium.new_page()
+    page.navigate(base + "/#service=checkout")
+    settled(page, 0)
+    # GIVEN the last hour's timeline, with window A (20 min ago) and window B (5 min ago)
+    box = page.evaluate(
+        "(() => { const r = document.getElementById('st-timeline').getBoundingClientRect();"
+        " return {left: r.left, top: r.top, width: r.width, height: r.height,"
+        " from: hostprofStore.state.from, until: hostprofStore.state.until}; })()"
+    )
+
+    def x_of(t: float) -> float:
+        return box["left"] + (t - box["from"]) / (box["until"] - box["from"]) * box["width"]
+
+    # WHEN the user drags across window B only
+    y = box["top"] + box["height"] / 3
+    before = page.evaluate("hostprofStore.renders")
+    page.mouse("mouseMoved", x_of(window_b - 120), y)
+    page.mouse("mousePressed", x_of(window_b - 120), y, "left", 1)
+    page.mouse("mouseMoved", x_of(window_b), y, "left")
+    page.mouse("mouseMoved", x_of(window_b + 120), y, "left")
+    page.mouse("mouseReleased", x_of(window_b + 120), y, "left", 1)
+    settled(page, before)
+    # THEN the range is that span, and only window B's samples are drawn
+    st = page.evaluate("hostprofStore.state")
+    assert st["range"] == "custom"
+    assert abs(st["from"] - (window_b - 120)) < 15 and abs(st["until"] - (window_b + 120)) < 15
+    assert page.evaluate("hostprofStore.fg.numTicks") == 140 * 10_000_000
+    assert "memcpy" not in drawn_names(page) and "parse_json" in drawn_names(page)
+    assert page.evaluate("document.getElementById('st-range').value") == "custom"
+    page.screenshot(artifacts / "store-ui-range.png")
+    assert page.errors == []

@@ -442,7 +442,8 @@
       ctx.moveTo(x, 0);
       ctx.lineTo(x, plotH);
       ctx.stroke();
-      var label = step >= 86400 ? fmtTime(tick, true).slice(5, 10) : fmtTime(tick, false);
+      var label = step >= 86400 ? fmtTime(tick, true).slice(5, 10)
+        : step < 60 ? fmtTime(tick, true).slice(11) : fmtTime(tick, false);
       var tw = ctx.measureText(label).width;
       if (x - tw / 2 > 0 && x + tw / 2 < w) ctx.fillText(label, x - tw / 2, plotH + 3);
     }
