@@ -260,9 +260,10 @@ class _PySpyRun:
             if n == 0 and proc.returncode not in (0, None):
                 msg = (err or b"").decode(errors="replace").strip().splitlines()
                 gone = not os.path.exists(f"/proc/{pid}")
-                self.errors[pid] = (
-                    "process exited" if gone else (msg[-1] if msg else "py-spy failed")
-                )
+                last = msg[-1] if msg else "py-spy failed"
+                if "permission" in last.lower():
+                    last = "no permission to read the process (run as root)"
+                self.errors[pid] = "process exited" if gone else last
         with contextlib.suppress(OSError):
             os.rmdir(self.tmp)
 

@@ -155,6 +155,8 @@ def findings_blocks(snap: Snapshot) -> List[doc.Block]:
                 ]
             )
         )
+    elif not any(d is not None for ps in snap.stacks.values() for d in ps.dumps):
+        blocks.append(doc.Para("Not known: no process could be dumped."))
     else:
         blocks.append(
             doc.Para(
@@ -174,6 +176,8 @@ def findings_blocks(snap: Snapshot) -> List[doc.Block]:
                 ]
             )
         )
+    elif not any(d is not None for ps in snap.stacks.values() for d in ps.dumps):
+        blocks.append(doc.Para("At the dumps: not known (no process could be dumped)."))
     elif f.get("gc_state_known"):
         blocks.append(doc.Para("No thread was inside a garbage collection at either dump."))
     else:
@@ -260,7 +264,7 @@ def findings_blocks(snap: Snapshot) -> List[doc.Block]:
             or snap.profile.failed.get("syscalls")
             or "not run"
         )
-        blocks.append(doc.Para(f"Unavailable: syscall collector {why}."))
+        blocks.append(doc.Para(f"Unavailable (syscalls collector: {why})."))
     if f.get("top_offcpu"):
         blocks.append(doc.Heading(3, "Where threads blocked (off-CPU)"))
         blocks.append(

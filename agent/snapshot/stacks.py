@@ -312,6 +312,11 @@ def take_dumps(
             # The second round starts one interval after the first one started.
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
     for res in results.values():
+        if (
+            len(res.errors) == 2
+            and res.errors[0][len("dump 1: ") :] == res.errors[1][len("dump 2: ") :]
+        ):
+            res.errors = [f"dumps 1 and 2: {res.errors[0][len('dump 1: ') :]}"]
         first, second = res.dumps
         if first is not None and second is not None:
             gap = (second.taken_ns - first.taken_ns) / 1e9 or interval

@@ -37,12 +37,19 @@ class Target:
 
 
 def is_python_process(proc: psutil.Process) -> bool:
-    """Whether ``proc`` runs a CPython interpreter (by executable name or mapped libpython)."""
-    try:
-        exe = os.path.basename(proc.exe() or "")
-    except (psutil.Error, OSError):
-        exe = ""
-    if _PYTHON_EXE.match(exe):
+    """Whether ``proc`` runs a CPython interpreter (by executable name or mapped libpython).
+
+    The executable link and the maps of another user's process are not readable without
+    privileges, but its comm and command line are: those are tried too, so that running
+    unprivileged still finds the targets (and then reports what it cannot read of them).
+    """
+    names = []
+    for getter in (proc.exe, proc.name, lambda: (proc.cmdline() or [""])[0]):
+        try:
+            names.append(os.path.basename(getter() or ""))
+        except (psutil.Error, OSError):
+            continue
+    if any(_PYTHON_EXE.match(n) for n in names):
         return True
     try:
         with open(f"/proc/{proc.pid}/maps", encoding="utf-8", errors="replace") as f:

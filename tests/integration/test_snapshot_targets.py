@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,91 @@ def test_cli_bad_input_is_one_line() -> None:
         first = res.stderr.strip().splitlines()[0]
         assert first.startswith("hostprof: error:") and needle in first, (args, res.stderr)
         assert "Traceback" not in res.stderr
+
+
+DEADLOCK_LITE = """
+import threading, time
+a = threading.Lock(); b = threading.Lock(); barrier = threading.Barrier(3)
+def grab_a_then_b():
+    with a:
+        barrier.wait()
+        with b:
+            pass
+def grab_b_then_a():
+    with b:
+        barrier.wait()
+        with a:
+            pass
+threading.Thread(target=grab_a_then_b, daemon=True).start()
+threading.Thread(target=grab_b_then_a, daemon=True).start()
+barrier.wait()
+print("READY", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run targets as two users")
+def test_unreadable_process_is_recorded_and_the_rest_go_on(tmp_path: Path) -> None:
+    setpriv = shutil.which("setpriv")
+    if not setpriv:
+        pytest.skip("setpriv (util-linux) is not installed")
+    nobody = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    real = os.path.realpath(sys.executable)
+    # GIVEN a root-owned target and a nobody-owned one, and a snapshot taken as nobody
+    root_owned = subprocess.Popen([real, "-u", "-c", IDLE], stdout=subprocess.PIPE)
+    own = subprocess.Popen([*nobody, real, "-u", "-c", DEADLOCK_LITE], stdout=subprocess.PIPE)
+    # pytest's tmp_path sits under a 0700 folder nobody cannot enter
+    shared = Path(tempfile.mkdtemp(prefix="hostprof-snap-"))
+    shared.chmod(0o777)
+    out = shared / "snap.tar.gz"
+    try:
+        for p in (root_owned, own):
+            assert p.stdout is not None and p.stdout.readline().startswith(b"READY")
+        res = subprocess.run(
+            [
+                *nobody,
+                sys.executable,
+                "-m",
+                "hostprof",
+                "snapshot",
+                "--pid",
+                str(root_owned.pid),
+                "--pid",
+                str(own.pid),
+                "--profile-seconds",
+                "1",
+                "-o",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        for p in (root_owned, own):
+            p.kill()
+            p.wait()
+    data_dir = tmp_path / "x"
+    data_dir.mkdir()
+    if out.exists():
+        shutil.move(str(out), data_dir / "snap.tar.gz")
+    shutil.rmtree(shared, ignore_errors=True)
+    out = data_dir / "snap.tar.gz"
+    # THEN the archive is written, the exit code says partial, the unreadable target says why
+    assert res.returncode == 6, res.stderr
+    assert "not running as root" in res.stderr
+    with tarfile.open(out) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("/snapshot.json"))
+        data = json.load(tar.extractfile(member))  # type: ignore[arg-type]
+    by_pid = {t["pid"]: t for t in data["targets"]}
+    denied = by_pid[root_owned.pid]
+    assert denied["status"] == "failed"
+    assert any("permission" in r for r in denied["reasons"]), denied["reasons"]
+    # AND the readable target was fully dumped, its deadlock found
+    mine = by_pid[own.pid]
+    assert mine["status"] in ("ok", "partial"), mine["reasons"]  # no eBPF as nobody
+    assert all(d is not None for d in mine["stacks"]["dumps"])
+    suspects = data["findings"]["deadlock_suspects"]
+    assert [s["pid"] for s in suspects] == [own.pid]
