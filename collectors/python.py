@@ -36,7 +36,6 @@ from hostprof.model import SAMPLES
 from hostprof.model import WALL_NS
 from hostprof.model import Frame
 from hostprof.model import SampleType
-from hostprof.native._sampler import ERR_GONE
 from hostprof.native.pyprocess import PyProcess
 from hostprof.native.pyprocess import attach
 
@@ -52,6 +51,7 @@ class _Target:
         self.interval_ns = interval_ns
         self.thread: Optional[threading.Thread] = None
         self.exit_code: Optional[int] = None
+        self.stopped = False
         self.seen_tids: set = set()
         self.names: Dict[int, str] = {}
         self.last = {"torn_dropped": 0, "late": 0}
@@ -67,12 +67,21 @@ class _Target:
 
     @property
     def finished(self) -> bool:
-        """True when the sampling loop ended because the process exited."""
-        if self.thread is None or self.thread.is_alive():
-            return False
-        return self.exit_code == ERR_GONE or not os.path.exists(f"/proc/{self.proc.pid}")
+        """True when the sampling loop ended on its own (the process exited or became
+        unreadable), not because we stopped it."""
+        return not (self.thread is None or self.thread.is_alive() or self.stopped)
+
+    @property
+    def gone(self) -> bool:
+        """True when the process no longer runs (exited, or a zombie awaiting its parent)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        except OSError:
+            return True
 
     def stop(self) -> None:
+        self.stopped = True
         self.proc.reader.stop()
         if self.thread is not None:
             self.thread.join(timeout=5)
@@ -158,13 +167,13 @@ class PythonCollector(Collector):
 
     @property
     def finished(self) -> bool:
-        """True when every target process has exited."""
+        """True when every target's sampling ended on its own (exited or unreadable)."""
         return bool(self.targets) and all(t.finished for t in self.targets.values())
 
     @property
     def exited(self) -> List[int]:
         """Pids whose sampling ended because the process exited."""
-        return [pid for pid, t in self.targets.items() if t.finished]
+        return [pid for pid, t in self.targets.items() if t.finished and t.gone]
 
     # ------------------------------------------------------------------------ drain
     def drain(self) -> RawBatch:

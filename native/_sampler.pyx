@@ -254,7 +254,8 @@ cdef class Reader:
         return self._get().n_codes
 
     def stats(self):
-        """Counters: ticks, samples, torn_retries, torn_dropped, late, reads, errors, busy_ns."""
+        """Counters: ticks, samples, torn_retries, torn_dropped, late, reads, errors, busy_ns,
+        stale_codes."""
         cdef hp_reader *r = self._get()
         with nogil:
             hp_reader_lock(r)
@@ -263,7 +264,7 @@ cdef class Reader:
             return {
                 "ticks": s.ticks, "samples": s.samples, "torn_retries": s.torn_retries,
                 "torn_dropped": s.torn_dropped, "late": s.late, "reads": s.reads,
-                "errors": s.errors, "busy_ns": s.busy_ns,
+                "errors": s.errors, "busy_ns": s.busy_ns, "stale_codes": s.stale_codes,
             }
         finally:
             hp_reader_unlock(r)

@@ -279,8 +279,10 @@ static void code_free(hp_code *c) {
     free(c->linetable);
 }
 
+#define CODE_NOMEM (-100)
+
 /* Returns the cache index of the code object at addr, loading it if new; -1 if it is not a
- * readable code object (torn or not code), HP_ERR_NOMEM on allocation failure. */
+ * readable code object (torn or not code), CODE_NOMEM on allocation failure. */
 static int64_t code_lookup(hp_reader *r, uint64_t addr) {
     const hp_py_offsets *o = &r->off;
     if (r->code_slots_cap) {
@@ -311,6 +313,10 @@ static int64_t code_lookup(hp_reader *r, uint64_t addr) {
     c.filename = read_unicode(r, p_file);
     if (!c.name || !c.filename) { code_free(&c); return -1; }
     if (!c.qualname) c.qualname = dup_str(c.name);
+    c.p_name = p_name;
+    c.p_file = p_file;
+    c.p_lines = p_lines;
+    c.checked_gen = r->gen;
     int64_t len = 0;
     if (p_lines && cread(r, p_lines + o->bytes_size, &len, 8) == HP_OK && len > 0 &&
         len <= MAX_LINETABLE) {
@@ -322,13 +328,13 @@ static int64_t code_lookup(hp_reader *r, uint64_t addr) {
     if (r->n_codes == r->cap_codes) {
         uint32_t cap = r->cap_codes ? r->cap_codes * 2 : 256;
         hp_code *codes = realloc(r->codes, cap * sizeof *codes);
-        if (!codes) { code_free(&c); return HP_ERR_NOMEM; }
+        if (!codes) { code_free(&c); return CODE_NOMEM; }
         r->codes = codes;
         r->cap_codes = cap;
     }
     if ((r->n_codes + 1) * 2 > r->code_slots_cap && code_slots_grow(r) != HP_OK) {
         code_free(&c);
-        return HP_ERR_NOMEM;
+        return CODE_NOMEM;
     }
     uint32_t idx = r->n_codes++;
     r->codes[idx] = c;
@@ -549,7 +555,22 @@ int hp_reader_init(hp_reader *r, pid_t pid, uint64_t runtime_addr, const hp_py_o
     r->gen = 1;
     r->pages = malloc(HP_PAGE_SLOTS * PAGE);
     r->scratch = malloc(((size_t)r->max_depth + 2) * sizeof *r->scratch);
-    if (!r->pages || !r->scratch) { hp_reader_free(r); return HP_ERR_NOMEM; }
+    r->iov = malloc(2 * (size_t)r->max_depth * sizeof(struct iovec));
+    r->span_buf = malloc((size_t)r->max_depth * 64);
+    if (!r->pages || !r->scratch || !r->iov || !r->span_buf) {
+        hp_reader_free(r);
+        return HP_ERR_NOMEM;
+    }
+    {
+        int64_t f[3] = {off->code_name, off->code_filename, off->code_linetable};
+        int64_t lo = f[0], hi = f[0];
+        for (int i = 1; i < 3; i++) {
+            if (f[i] < lo) lo = f[i];
+            if (f[i] > hi) hi = f[i];
+        }
+        r->code_span_lo = lo;
+        r->code_span_len = (lo >= 0 && hi + 8 - lo <= 64) ? hi + 8 - lo : 0;
+    }
     pthread_mutex_init(&r->lock, NULL);
     hp_buf_init(&r->out);
     int rc = hp_read(r, runtime_addr + off->rt_interp_head, &r->interp_addr, 8);
@@ -570,6 +591,8 @@ void hp_reader_free(hp_reader *r) {
     free(r->stat_fds);
     free(r->pages);
     free(r->scratch);
+    free(r->iov);
+    free(r->span_buf);
     hp_buf_free(&r->out);
     r->codes = NULL;
     r->code_slots = NULL;
@@ -579,11 +602,58 @@ void hp_reader_free(hp_reader *r) {
     r->stat_fds = NULL;
     r->pages = NULL;
     r->scratch = NULL;
+    r->iov = NULL;
+    r->span_buf = NULL;
     r->n_codes = r->n_stat = 0;
 }
 
 /* Walks one thread's frames into r->scratch (leaf first). Returns the depth, or -1 for a torn
- * walk, or HP_ERR_NOMEM. */
+ * walk, or CODE_NOMEM (distinct from -1: HP_ERR_NOMEM is also -1). */
+/* Checks the cached code objects used by the walk in r->scratch[0..depth) against the
+ * target, with one process_vm_readv for all of them. Returns 0 when all are current, or -1
+ * after evicting stale ones (the caller re-walks). */
+static int validate_codes(hp_reader *r, int depth) {
+    if (r->code_span_len <= 0) return 0;
+    struct iovec *local = r->iov, *remote = local + r->max_depth;
+    uint32_t idx[1024];
+    int n = 0;
+    for (int i = 0; i < depth && n < 1024; i++) {
+        uint32_t ci = (uint32_t)(r->scratch[i] >> 32);
+        if (ci >= r->n_codes) continue;
+        hp_code *c = &r->codes[ci];
+        if (c->checked_gen == r->gen) continue;
+        c->checked_gen = r->gen;
+        local[n].iov_base = r->span_buf + (size_t)n * 64;
+        local[n].iov_len = (size_t)r->code_span_len;
+        remote[n].iov_base = (void *)(uintptr_t)(c->addr + (uint64_t)r->code_span_lo);
+        remote[n].iov_len = (size_t)r->code_span_len;
+        idx[n++] = ci;
+    }
+    if (n == 0) return 0;
+    r->stats.reads++;
+    ssize_t got = process_vm_readv(r->pid, local, (unsigned long)n, remote, (unsigned long)n, 0);
+    int stale = 0;
+    for (int k = 0; k < n; k++) {
+        hp_code *c = &r->codes[idx[k]];
+        int ok = got >= (ssize_t)((k + 1) * r->code_span_len);
+        if (ok) {
+            const uint8_t *b = r->span_buf + (size_t)k * 64;
+            uint64_t name, file, lines;
+            memcpy(&name, b + (r->off.code_name - r->code_span_lo), 8);
+            memcpy(&file, b + (r->off.code_filename - r->code_span_lo), 8);
+            memcpy(&lines, b + (r->off.code_linetable - r->code_span_lo), 8);
+            ok = name == c->p_name && file == c->p_file && lines == c->p_lines;
+        }
+        if (!ok) {
+            /* Never matches again; a fresh entry is loaded for the address on the re-walk. */
+            c->addr = UINT64_MAX;
+            r->stats.stale_codes++;
+            stale = 1;
+        }
+    }
+    return stale ? -1 : 0;
+}
+
 static int walk_thread(hp_reader *r, uint64_t frame) {
     const hp_py_offsets *o = &r->off;
     int depth = 0;
@@ -602,7 +672,7 @@ static int walk_thread(hp_reader *r, uint64_t frame) {
         }
         if (!skip && code) {
             int64_t idx = code_lookup(r, code);
-            if (idx == HP_ERR_NOMEM) return HP_ERR_NOMEM;
+            if (idx == CODE_NOMEM) return CODE_NOMEM;
             if (idx >= 0) {
                 int64_t byte_offset;
                 if (o->frames_kind == HP_FRAMES_OBJECTS) {
@@ -623,6 +693,7 @@ static int walk_thread(hp_reader *r, uint64_t frame) {
         prev = frame;
         frame = next;
     }
+    if (validate_codes(r, depth) != 0) return -1;
     return depth;
 }
 
@@ -687,7 +758,7 @@ int hp_sample_once(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns) {
                     continue;
             }
             depth = walk_thread(r, frame);
-            if (depth == HP_ERR_NOMEM) return HP_ERR_NOMEM;
+            if (depth == CODE_NOMEM) return HP_ERR_NOMEM;
             if (depth >= 0) break;
         }
         n_threads++;
@@ -698,11 +769,13 @@ int hp_sample_once(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns) {
             continue;
         }
         uint8_t flags = 0;
-        if (holder && holder == tstate) flags |= HP_FLAG_GIL;
-        int in_gc = gc_collecting && (flags & HP_FLAG_GIL);
-        if (in_gc) flags |= HP_FLAG_GC;
         char state = r->read_os_state && tid > 0 ? os_state(r, (int32_t)tid) : '?';
         if (state != 'R' && state != '?') flags |= HP_FLAG_IDLE;
+        if (holder && holder == tstate) flags |= HP_FLAG_GIL;
+        /* The collector runs in the GIL holder. Without a GIL (free-threaded builds) the
+         * collection stops the world, so the thread still running is the collector. */
+        int in_gc = gc_collecting && (holder ? (flags & HP_FLAG_GIL) : state == 'R');
+        if (in_gc) flags |= HP_FLAG_GC;
         if (buf_reserve(buf, 1, (uint64_t)depth + 1) != HP_OK) return HP_ERR_NOMEM;
         hp_sample *s = &buf->samples[buf->n_samples++];
         s->timestamp_ns = timestamp_ns;

@@ -98,6 +98,11 @@ typedef struct {
     int32_t firstlineno;
     uint8_t *linetable;
     uint32_t linetable_len;
+    /* The name, filename and line-table pointers seen when loaded: a cache hit is checked
+     * against them (one batched read per sample), so a code object freed and replaced at
+     * the same address is never reported under the old name. */
+    uint64_t p_name, p_file, p_lines;
+    uint64_t checked_gen;
 } hp_code;
 
 /* One sample: a thread's stack at one instant. Frames are in hp_sample_buf.frames. */
@@ -128,6 +133,7 @@ typedef struct {
     uint64_t reads;          /* process_vm_readv calls */
     uint64_t errors;         /* ticks that failed entirely */
     uint64_t busy_ns;        /* time spent sampling (not sleeping) */
+    uint64_t stale_codes;    /* cached code objects found replaced at the same address */
 } hp_stats;
 
 #define HP_PAGE_SLOTS 64
@@ -166,6 +172,10 @@ typedef struct {
     volatile int stop;
     int last_error;
     uint64_t *scratch;        /* one thread's frame keys, leaf first */
+    /* code-object validation: the [lo, lo + len) span holding name/filename/linetable */
+    int64_t code_span_lo, code_span_len;
+    void *iov;                /* max_depth local + remote iovecs */
+    uint8_t *span_buf;        /* max_depth * 64 bytes */
 } hp_reader;
 
 /* Sets one offsets field by name (as in pyreader.h); returns 0, or -1 for an unknown name. */

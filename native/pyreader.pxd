@@ -52,6 +52,7 @@ cdef extern from "pyreader.h" nogil:
         uint64_t reads
         uint64_t errors
         uint64_t busy_ns
+        uint64_t stale_codes
 
     ctypedef struct hp_reader:
         int pid
