@@ -2,7 +2,7 @@
 
 Order of actions when over budget (each is logged, counted in /metrics and listed in status):
 
-1. **lower rates**: every sampling rate is scaled down by the overshoot (at most 8x per step),
+1. **lower rates**: every sampling rate is scaled down by the overshoot (at most 64x per step),
    never below ``min_rate_hz``;
 2. **drop collectors**: the optional eBPF collectors go, in this order: ``syscalls``,
    ``offcpu``, ``gc``, ``cpu`` (the host-wide one last);
@@ -125,7 +125,7 @@ class Budget:
                 else f"rss {self.rss_bytes / 1048576:.0f} MiB > {self.cfg.max_memory_mb:g} MiB"
             )
             if over_cpu and not over_mem and not rates_at_floor:
-                factor = max(1 / 8, min(0.5, 0.8 / overshoot))
+                factor = max(1 / 64, min(0.5, 0.8 / overshoot))
                 return self._take(
                     Action("lower_rates", f"{why}: rates x{factor:.2f}", now, factor=factor)
                 )
@@ -136,7 +136,8 @@ class Budget:
                     )
             if targets_by_shed_order:
                 n = len(targets_by_shed_order)
-                count = max(1, math.ceil(n * (1 - 1 / overshoot))) if overshoot > 1 else 1
+                # 20 % margin: part of the usage is fixed (discovery, push), not per target.
+                count = max(1, math.ceil(n * (1 - 0.8 / overshoot)))
                 count = min(count, n)
                 chosen = tuple(targets_by_shed_order[:count])
                 return self._take(

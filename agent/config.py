@@ -154,8 +154,9 @@ class AgentConfig:
     """Window length; windows are aligned to the wall clock (multiples of this)."""
     discovery_interval_s: float = 2.0
     """How often processes are rescanned (a new target attaches within this)."""
-    drain_interval_s: float = 1.0
-    """How often collectors are drained into the current window."""
+    drain_interval_s: float = 10.0
+    """How often collectors are drained into the current window (default: once per window;
+    collectors buffer in between, and each drain has a fixed cost per target)."""
     spool_dir: str = "/var/lib/hostprof/spool"
     """Where failed pushes wait for retry."""
     spool_max_mb: float = 256.0
@@ -420,7 +421,7 @@ def from_dict(data: Mapping[str, Any]) -> AgentConfig:
         host_cpu_rate_hz=agent.num("host_cpu_rate_hz", 49.0),
         window_s=window,
         discovery_interval_s=agent.num("discovery_interval_s", 2.0),
-        drain_interval_s=agent.num("drain_interval_s", min(1.0, window / 2)),
+        drain_interval_s=agent.num("drain_interval_s", window),
         spool_dir=agent.str("spool_dir", AgentConfig.spool_dir) or AgentConfig.spool_dir,
         spool_max_mb=agent.num("spool_max_mb", 256.0),
         retry_min_s=agent.num("retry_min_s", 1.0),

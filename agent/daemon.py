@@ -212,6 +212,7 @@ class Daemon:
         self.metrics_server: Optional[MetricsServer] = None
         self.status_server: Optional[StatusServer] = None
         self._wake_r, self._wake_w = os.pipe()
+        self._reaper = _Reaper()
 
     # ============================================================================ lifecycle
     def run(self) -> int:
@@ -337,6 +338,9 @@ class Daemon:
             self._stop_handles(t)
         for h in self.shared.values():
             self._stop_handle(h)
+        # Whatever has not stopped by the deadline is ended by the exit itself (sampler
+        # threads are daemon threads; BPF programs go with their file descriptors).
+        self._reaper.close(max(0.2, SHUTDOWN_BUDGET_S - 0.3 - (time.monotonic() - t0)))
         if self.status_server:
             self.status_server.stop()
         if self.metrics_server:
@@ -449,13 +453,9 @@ class Daemon:
     def _stop_handle(self, h: _Handle) -> None:
         c, h.collector = h.collector, None
         if c is not None:
-            try:
-                c.stop()
-                close = getattr(c, "close", None)  # frees native readers (fds, memory)
-                if callable(close):
-                    close()
-            except Exception as exc:
-                log.debug("collector %s stop failed: %s", h.name, exc)
+            # Stopping can block (a 1 Hz sampler finishes its sleep first): the reaper thread
+            # does it, so the loop never waits on it.
+            self._reaper.submit(h.name, c)
 
     def _stop_handles(self, target: _Target) -> None:
         for h in target.handles.values():
@@ -557,7 +557,9 @@ class Daemon:
     def _drain_handle(self, h: _Handle, target: Optional[_Target]) -> Optional[RawBatch]:
         if h.collector is None:
             return None
-        t0 = time.process_time()
+        # Thread CPU time: the drain runs in this thread, and the process-wide clock costs a
+        # walk over every sampler thread per call.
+        t0 = time.thread_time()
         try:
             batch = h.collector.drain()
         except ProcessGoneError:
@@ -584,7 +586,7 @@ class Daemon:
                     target.state, target.error = "failed", h.error
             return None
         finally:
-            spent = time.process_time() - t0
+            spent = time.thread_time() - t0
             h.drain_s += spent
             self.metrics.inc("hostprof_agent_collector_seconds_total", spent, collector=h.name)
         h.errors = 0
@@ -846,6 +848,51 @@ class Daemon:
         if self.sender is not None:
             out["push"] = self.sender.state()
         return out
+
+
+class _Reaper:
+    """Stops and closes retired collectors on a background thread, in parallel per call."""
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self._queue: queue.Queue[Optional[Tuple[str, Collector]]] = queue.Queue()
+        self._threads: List[Any] = []
+        self._thread = threading.Thread(target=self._run, name="hostprof-reaper", daemon=True)
+        self._thread.start()
+
+    def submit(self, name: str, collector: Collector) -> None:
+        self._queue.put((name, collector))
+
+    def _run(self) -> None:
+        import threading
+
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            t = threading.Thread(target=_stop_collector, args=item, daemon=True)
+            t.start()
+            self._threads = [x for x in self._threads if x.is_alive()] + [t]
+
+    def close(self, timeout: float) -> None:
+        """Waits up to ``timeout`` for every retired collector to stop."""
+        deadline = time.monotonic() + timeout
+        self._queue.put(None)
+        self._thread.join(timeout)
+        for t in list(self._threads):
+            t.join(max(0.0, deadline - time.monotonic()))
+
+
+def _stop_collector(name: str, collector: Collector) -> None:
+    try:
+        collector.stop()
+        close = getattr(collector, "close", None)  # frees native readers (fds, memory)
+        if callable(close):
+            close()
+    except Exception as exc:
+        log.debug("collector %s stop failed: %s", name, exc)
 
 
 def subset(batch: RawBatch, idx: np.ndarray) -> RawBatch:

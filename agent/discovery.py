@@ -152,9 +152,16 @@ def read_start_ticks(pid: int) -> Optional[int]:
         return None
 
 
-def read_facts(pid: int) -> Optional[ProcessFacts]:
-    """Classifies one process; None when it is gone or a kernel thread."""
-    start = read_start_ticks(pid)
+def read_facts(
+    pid: int, start: Optional[int] = None, check_python: bool = True
+) -> Optional[ProcessFacts]:
+    """Classifies one process; None when it is gone or a kernel thread.
+
+    With ``check_python=False`` the (costlier) libpython check is skipped and ``is_python``
+    says only whether the executable is named like an interpreter.
+    """
+    if start is None:
+        start = read_start_ticks(pid)
     if start is None:
         return None
     base = f"/proc/{pid}"
@@ -192,7 +199,10 @@ def read_facts(pid: int) -> Optional[ProcessFacts]:
     if container:
         unit = ""  # a unit inside a container is the runtime's scope, not the service
     exe_name = os.path.basename(exe.replace(" (deleted)", ""))
-    is_python = bool(_PYTHON_EXE.match(exe_name)) and _maps_python(pid, require=False)
+    is_python = bool(_PYTHON_EXE.match(exe_name))
+    if not check_python:
+        return ProcessFacts(pid, start, exe, cmdline, uid, user, cgroup, unit, container, is_python)
+    is_python = is_python and _maps_python(pid, require=False)
     if not is_python:
         is_python = _maps_python(pid, require=True)
     return ProcessFacts(pid, start, exe, cmdline, uid, user, cgroup, unit, container, is_python)
@@ -225,6 +235,7 @@ class Discovery:
         self.exclude_pids: Set[int] = set(exclude_pids)
         self._seen: Dict[TargetKey, Optional[Match]] = {}
         self._cmdlines: Dict[TargetKey, bytes] = {}
+        self._inodes: Dict[int, Tuple[int, int]] = {}
         self._uptime_ticks = 0.0
         self.scans = 0
 
@@ -240,15 +251,24 @@ class Discovery:
             self._uptime_ticks = float(f.read().split()[0]) * _HZ
         alive: Dict[TargetKey, None] = {}
         new: List[Match] = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            pid = int(entry)
+        inodes: Dict[int, Tuple[int, int]] = {}
+        with os.scandir("/proc") as it:
+            entries = [(e.name, e.inode()) for e in it if e.name.isdigit()]
+        for name, ino in entries:
+            pid = int(name)
             if pid in self.exclude_pids:
                 continue
-            start = read_start_ticks(pid)
-            if start is None:
-                continue
+            # procfs gives each process directory a fresh inode number, so an unchanged one
+            # means the same process: its start time need not be read again (one open per
+            # process per scan saved). A changed one is checked by start time (PID reuse).
+            known = self._inodes.get(pid)
+            if known is not None and known[0] == ino:
+                start = known[1]
+            else:
+                start = read_start_ticks(pid)
+                if start is None:
+                    continue
+            inodes[pid] = (ino, start)
             key = (pid, start)
             alive[key] = None
             if key in self._seen:
@@ -259,10 +279,9 @@ class Discovery:
                 cmdline = _read_cmdline(pid)
                 if cmdline == self._cmdlines.get(key):
                     continue
-            facts = read_facts(pid)
-            if facts is None or facts.start_ticks != start:
-                continue
-            match = choose(self.rules, facts)
+            match = self._classify(pid, start)
+            if match is False:
+                continue  # gone, or too young to judge cheaply: look again next scan
             self._seen[key] = match
             if match is None and self._young(start):
                 self._cmdlines[key] = _read_cmdline(pid)
@@ -270,12 +289,36 @@ class Discovery:
                 self._cmdlines.pop(key, None)
             if match is not None:
                 new.append(match)
+        self._inodes = inodes
         gone = [k for k, m in self._seen.items() if k not in alive and m is not None]
         for k in [k for k in self._seen if k not in alive]:
             del self._seen[k]
         for k in [k for k in self._cmdlines if k not in alive or not self._young(k[1])]:
             del self._cmdlines[k]
         return new, gone
+
+    def _classify(self, pid: int, start: int):
+        """The Match for a new process, None for no match, False to decide on a later scan.
+
+        Cheap facts first: the libpython check (reading ``/proc/PID/maps``) runs only when a
+        Python-only rule would match on everything else, and not for a process younger than
+        a second whose executable is not an interpreter (most such processes are short-lived
+        tools; an embedding program is checked on a later scan).
+        """
+        facts = read_facts(pid, start, check_python=False)
+        if facts is None:
+            return False
+        as_python = choose(self.rules, dataclasses.replace(facts, is_python=True))
+        as_other = choose(self.rules, dataclasses.replace(facts, is_python=False))
+        if as_python == as_other:
+            return as_other  # the answer does not depend on it being Python
+        if facts.is_python:
+            is_python = _maps_python(pid, require=False)
+        elif self._uptime_ticks - start < _HZ:
+            return False
+        else:
+            is_python = _maps_python(pid, require=True)
+        return choose(self.rules, dataclasses.replace(facts, is_python=is_python))
 
     def _young(self, start_ticks: int) -> bool:
         return self._uptime_ticks - start_ticks < YOUNG_S * _HZ

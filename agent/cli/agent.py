@@ -144,7 +144,7 @@ def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
         out["store_url"] = args.store
     if args.window:
         out["window_s"] = args.window
-        out["drain_interval_s"] = min(1.0, args.window / 2)
+        out["drain_interval_s"] = args.window
     if args.spool_dir:
         out["spool_dir"] = args.spool_dir
     if args.status_socket:
@@ -254,7 +254,8 @@ def _jsonable(obj: Any) -> Any:
 
     if dataclasses.is_dataclass(obj):
         return {
-            f.name: "***" if f.name in _SECRETS and getattr(obj, f.name)
+            f.name: "***"
+            if f.name in _SECRETS and getattr(obj, f.name)
             else _jsonable(getattr(obj, f.name))
             for f in dataclasses.fields(obj)
         }

@@ -147,6 +147,7 @@ class Agent:
         rule: str = "",
         budget: str = "",
         env: Optional[Dict[str, str]] = None,
+        discovery_s: float = 0.5,
     ) -> None:
         self.workdir = workdir
         self.token = token
@@ -162,8 +163,8 @@ timeout_s = 2.0
 [agent]
 host_cpu = "off"
 window_s = {window_s}
-discovery_interval_s = 0.5
-drain_interval_s = {min(1.0, window_s / 2)}
+discovery_interval_s = {discovery_s}
+drain_interval_s = {window_s}
 retry_min_s = 0.5
 retry_max_s = 2.0
 spool_dir = "{self.spool}"
