@@ -75,7 +75,7 @@ def test_twenty_busy_targets_at_1khz_stay_within_budget(tmp_path: Path) -> None:
         if shed:
             assert any(a["kind"] == "shed_targets" for a in actions)
             assert all(t["error"] == "shed by the budget" for t in shed)
-        assert "over budget" in agent.log_text() or "over budget" in open(agent.log_path).read()
+        assert "over budget" in agent.log_path.read_text()
         # ... and still profiles something
         assert any(t["state"] == "running" for t in state["targets"])
         running_before = state["metrics"]["samples"]
