@@ -33,6 +33,9 @@ from hostprof.model import Frame
 from hostprof.model import FrameKind
 
 UNKNOWN = "[unknown]"
+NOT_MAPPED = Frame("[not mapped]", "", 0, FrameKind.NATIVE)
+"""Marks a user address outside every executable mapping of a live process (see
+:meth:`Symbolizer.user_frames`); stack builders drop it."""
 
 
 @dataclasses.dataclass
@@ -150,6 +153,7 @@ class Symbolizer:
         self._gone: Dict[int, int] = {}  # pid -> epoch it was found gone
         self.frames = 0
         self.unknown = 0
+        self.not_mapped = 0
 
     # ------------------------------------------------------------------------- kernel
     def kernel_frames(self, addrs: Sequence[int]) -> List[Frame]:
@@ -237,7 +241,11 @@ class Symbolizer:
             # A library loaded after we read the maps: re-read once.
             pm = self._maps(pid, refresh=True)
             idx = pm.find(a) if pm is not None else idx
-        out: List[Frame] = [Frame(UNKNOWN, "", 0, FrameKind.NATIVE)] * len(a)
+        # Outside every executable mapping of a live process, an address cannot be a real
+        # return address: it is a garbage caller frame from a frame-pointer walk through code
+        # built without frame pointers. Such frames are marked NOT_MAPPED for callers to drop.
+        fill = NOT_MAPPED if pm is not None else Frame(UNKNOWN, "", 0, FrameKind.NATIVE)
+        out: List[Frame] = [fill] * len(a)
         if pm is not None:
             for mi in np.unique(idx[idx >= 0]).tolist():
                 sel = np.flatnonzero(idx == mi)
@@ -260,7 +268,9 @@ class Symbolizer:
                 for j, h in zip(sel.tolist(), hits.tolist()):
                     fn = obj.functions.names[h] if h >= 0 else UNKNOWN
                     out[j] = Frame(fn, name, 0, FrameKind.NATIVE)
-        self.frames += len(out)
+        not_mapped = sum(1 for f in out if f is NOT_MAPPED)
+        self.not_mapped += not_mapped
+        self.frames += len(out) - not_mapped
         self.unknown += sum(1 for f in out if f.function == UNKNOWN)
         return out
 

@@ -171,6 +171,20 @@ def keys_to_array(items: Sequence[Tuple[Any, Any]], fields: Sequence[str]) -> Di
     return {f: np.asarray(v, dtype=np.int64) for f, v in cols.items()}
 
 
+def _collapse_unknown(frames: Tuple[Frame, ...]) -> Tuple[Frame, ...]:
+    """Merges runs of identical ``[unknown]`` frames: a frame-pointer walk through code built
+    without frame pointers yields runs of garbage return addresses, which say nothing more
+    than one such frame does."""
+    out: List[Frame] = []
+    for f in frames:
+        if f.function == "[not mapped]" and not f.file:
+            continue  # symbolize.NOT_MAPPED: a garbage caller frame
+        if out and f.function == "[unknown]" and out[-1] == f:
+            continue
+        out.append(f)
+    return tuple(out)
+
+
 class StackMap:
     """Reads a BPF stack map by id, caches the frames per id, and sweeps unused ids.
 
@@ -212,7 +226,9 @@ class StackMap:
             frames = self._sym.user_frames(pid, flat, callers)
             pos = 0
             for sid, addrs in stacks:
-                self._user[(pid, sid)] = tuple(reversed(frames[pos : pos + len(addrs)]))
+                self._user[(pid, sid)] = _collapse_unknown(
+                    tuple(reversed(frames[pos : pos + len(addrs)]))
+                )
                 pos += len(addrs)
         kstacks = []
         for sid in set(kernel):
@@ -251,7 +267,7 @@ class StackMap:
             if addrs is None:
                 self.evicted += 1
                 return (Frame.synthetic("<stack evicted>"),)
-            frames = tuple(reversed(self._sym.user_frames(pid, addrs)))
+            frames = _collapse_unknown(tuple(reversed(self._sym.user_frames(pid, addrs))))
             self._user[(pid, stack_id)] = frames
         return frames
 

@@ -150,6 +150,11 @@ class RecordCommand(Command):
             "--collect", default="python", help="comma-separated collectors (default: python)"
         )
         parser.add_argument(
+            "--all",
+            action="store_true",
+            help="whole host, eBPF collectors only (e.g. --all --collect cpu,offcpu)",
+        )
+        parser.add_argument(
             "command", nargs=argparse.REMAINDER, help="program to launch and profile, after '--'"
         )
 
@@ -162,6 +167,8 @@ class RecordCommand(Command):
         names = [n.strip() for n in args.collect.split(",") if n.strip()]
         if args.native and "cpu" not in names:
             names.append("cpu")
+        if getattr(args, "all", False):
+            return _record_host(names, command, args)
         unknown = [n for n in names if n not in COLLECTORS]
         if unknown:
             hint = f"available: {', '.join(sorted(COLLECTORS))}"
@@ -194,6 +201,85 @@ class RecordCommand(Command):
             if code:
                 print(f"hostprof: the program exited with code {code}", file=sys.stderr)
         return 0
+
+
+def _record_host(names: List[str], command: List[str], args: argparse.Namespace) -> int:
+    """``record --all``: eBPF collectors for the whole host, no Python stacks."""
+    if args.pid or command:
+        raise UsageError("--all records the whole host: drop --pid and the command", "")
+    if names == ["python"]:
+        names = ["cpu"]
+    bad = [n for n in names if n not in EBPF_COLLECTORS]
+    if bad:
+        raise UsageError(
+            f"--all works with the eBPF collectors only, not {', '.join(bad)}",
+            f"use --collect with some of: {', '.join(EBPF_COLLECTORS)}",
+        )
+    collectors = [c for c in (COLLECTORS[n](None, args) for n in names) if c is not None]  # type: ignore[arg-type]
+    sample_types: List = []
+    for c in collectors:
+        sample_types += [t for t in getattr(c, "sample_types", ()) if t not in sample_types]
+    session = Session(
+        collectors,
+        sample_types,
+        period_type=CPU_NS,
+        period=int(1e9 / args.rate),
+        drain_interval=1.0,
+    )
+    session.batch_hooks.append(_thread_roots(args.threads))
+    session.batch_hooks.append(_process_roots())
+    print(
+        f"hostprof: recording the whole host ({', '.join(names)}); Ctrl-C to stop", file=sys.stderr
+    )
+    result = session.run(args.duration)
+    output = args.output or f"hostprof-host.{_default_ext(args.format)}"
+    fmt = write_profile(result.profile, output, args.format)
+    print(
+        f"hostprof: wrote {'stdout' if output == '-' else output} ({fmt}): "
+        f"{result.samples} rows in {result.elapsed:.1f} s, {result.lost} lost, "
+        f"{result.missed} missed",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _process_roots() -> Callable[[List[RawBatch]], List[RawBatch]]:
+    """A batch hook that adds a root frame ``<process NAME (PID)>`` (host-wide profiles)."""
+    names: Dict[int, str] = {}
+
+    def name(pid: int) -> str:
+        if pid not in names:
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    names[pid] = f.read().strip()
+            except OSError:
+                names[pid] = "?"
+        return names[pid]
+
+    def add_root(b: RawBatch) -> RawBatch:
+        n = len(b)
+        if n == 0:
+            return b
+        uniq, inverse = np.unique(b.pid, return_inverse=True)
+        base = len(b.frames)
+        frames = list(b.frames) + [
+            Frame.synthetic(f"<process {name(int(p))} ({int(p)})>") for p in uniq.tolist()
+        ]
+        lengths = np.diff(b.stack_offsets)
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths + 1, out=offsets[1:])
+        out = np.empty(int(offsets[-1]), dtype=np.uint32)
+        out[offsets[:-1]] = (base + inverse.reshape(-1)).astype(np.uint32)
+        mask = np.ones(len(out), dtype=bool)
+        mask[offsets[:-1]] = False
+        out[mask] = b.stack_frames
+        b.frames, b.stack_frames, b.stack_offsets = frames, out, offsets
+        return b
+
+    def hook(batches: List[RawBatch]) -> List[RawBatch]:
+        return [add_root(b) for b in batches]
+
+    return hook
 
 
 def _default_ext(fmt: Optional[str]) -> str:

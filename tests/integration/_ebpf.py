@@ -93,6 +93,25 @@ def python_functions(frames: List[Frame]) -> List[str]:
     return [f.function for f in frames if f.kind == FrameKind.PYTHON]
 
 
+def poll_until_ready(
+    target: Driven, collectors: list, limit: float = 60.0, every: float = 0.25
+) -> Dict[str, List[RawBatch]]:
+    """Drains every collector every ``every`` seconds until the target has printed a line
+    (its RESULT) or ``limit`` seconds pass; batches by collector name."""
+    import select
+
+    out: Dict[str, List[RawBatch]] = {c.name: [] for c in collectors}
+    end = time.monotonic() + limit
+    stdout = target.proc.stdout
+    while time.monotonic() < end:
+        ready, _, _ = select.select([stdout], [], [], every)
+        for c in collectors:
+            out[c.name].append(c.drain())
+        if ready:
+            break
+    return out
+
+
 def poll(collectors: list, seconds: float, every: float = 0.25) -> Dict[str, List[RawBatch]]:
     """Drains every collector every ``every`` seconds for ``seconds``; batches by name."""
     out: Dict[str, List[RawBatch]] = {c.name: [] for c in collectors}
