@@ -158,15 +158,42 @@ class _Pprof:
     groups: Dict[Tuple[Tuple[str, str], ...], Tuple[StackBatch, np.ndarray]]
 
 
+# Separators joined between sub-messages before a merged parse. Each adds a zero to a repeated
+# field that is never zero in a well-formed profile (location_id, Location.id, Function.id,
+# Line.function_id), so the zeros mark where one item ends and the next begins.
+_SEP_SAMPLE = b"\x08\x00"  # Sample.location_id = 0
+_SEP_LOCATION = b"\x08\x00\x22\x02\x08\x00"  # Location.id = 0, line {function_id = 0}
+_SEP_FUNCTION = b"\x08\x00\x10\x00"  # Function.id = 0, name = 0
+
+
+def _split_by_zero(values: np.ndarray, items: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """Splits a merged repeated field at its separator zeros: (values, offsets per item)."""
+    zeros = np.flatnonzero(values == 0)
+    if len(zeros) != max(items - 1, 0):
+        return None  # a real zero (malformed) or a missing separator
+    offsets = np.empty(items + 1, dtype=np.int64)
+    offsets[0] = 0
+    offsets[1:-1] = zeros - np.arange(len(zeros))
+    offsets[-1] = len(values) - len(zeros)
+    return values[values != 0], offsets
+
+
+def _alternating(values: np.ndarray, items: int) -> Optional[np.ndarray]:
+    """The real values of a field merged as [v0, 0, v1, 0, ..., v(n-1)] (one per item)."""
+    if len(values) != max(2 * items - 1, 0) or np.any(values[1::2]):
+        return None
+    return values[0::2]
+
+
 def _fast_pprof(data: bytes) -> Optional[_Pprof]:
     """Reads a pprof profile with a constant number of Python operations (no loop over
     samples or locations), or returns None when the profile needs the general reader.
 
     The trick: joining many serialized sub-messages and parsing the result as one message of
     a "scan" type (agent/proto/pprof_scan.proto) appends all their repeated fields, so upb does
-    the per-item work in C. The fast path applies when every location has exactly one line
-    and no address (symbolized, no inlining: what Python profilers send), every function has
-    a name, samples carry no labels and each sample's location ids are one packed field.
+    the per-item work in C; separators with zero ids mark the item boundaries. It applies when
+    every location has at least one line, every function has a name index, and samples carry
+    no labels (labels split series, which the general reader does).
     """
     try:
         # Parsing with the real message type first proves every sub-message well-formed, so
@@ -190,54 +217,61 @@ def _fast_pprof(data: bytes) -> Optional[_Pprof]:
     if not (0 <= pt.type < nstr and 0 <= pt.unit < nstr):
         return None
     period = (strings[pt.type], strings[pt.unit])
-    nsamples = len(m.sample)
-    nloc = len(m.location)
-    nfunc = len(m.function)
+    nsamples, nloc, nfunc = len(m.sample), len(m.location), len(m.function)
     scan = "hostprof.pprofscan."
     try:
-        funcs = messages(scan + "FunctionScan").FromString(b"".join(m.function))
-        locs = messages(scan + "LocationScan").FromString(b"".join(m.location))
+        funcs = messages(scan + "FunctionScan").FromString(_SEP_FUNCTION.join(m.function))
+        locs = messages(scan + "LocationScan").FromString(_SEP_LOCATION.join(m.location))
         lines = messages(scan + "LineScan").FromString(b"".join(locs.line))
-        samples = messages(scan + "SampleScan").FromString(b"".join(m.sample))
+        samples = messages(scan + "SampleScan").FromString(_SEP_SAMPLE.join(m.sample))
     except (DecodeError, RuntimeError, ValueError):
-        return None  # a corrupt sub-message: the general reader says exactly what is wrong
-    if len(funcs.id) != nfunc or len(funcs.name) != nfunc:
-        return None
-    if len(locs.id) != nloc or len(locs.line) != nloc or len(locs.address):
-        return None
-    if len(lines.function_id) != nloc:
-        return None
+        return None  # cannot happen for well-formed sub-messages; be safe anyway
     if len(samples.label):
         return None
+    func_ids = _alternating(np.array(funcs.id, dtype=np.uint64), nfunc)
+    name_idx = _alternating(np.array(funcs.name, dtype=np.int64), nfunc)
+    loc_ids = _alternating(np.array(locs.id, dtype=np.uint64), nloc)
+    if func_ids is None or name_idx is None or loc_ids is None:
+        return None
+    # Line function ids, with a zero between locations (the separator's line).
+    line_split = _split_by_zero(np.array(lines.function_id, dtype=np.uint64), nloc)
+    sample_split = _split_by_zero(np.array(samples.location_id, dtype=np.uint64), nsamples)
+    if line_split is None or sample_split is None:
+        return None
+    line_func, line_off = line_split
+    flat_loc, offsets = sample_split
+    lines_per_loc = np.diff(line_off)
+    if nloc and lines_per_loc.min() == 0:
+        return None  # an address-only location: the general reader names it 0x...
     ntypes = len(types)
     values = np.array(samples.value, dtype=np.int64)
     if len(values) != nsamples * ntypes:
         return None
-    flat_loc = np.array(samples.location_id, dtype=np.uint64)
-    counts = _packed_counts(m.sample, nsamples)
-    if counts is None or int(counts.sum()) != len(flat_loc):
-        return None
-    # location id -> function id -> name string index, by direct lookup tables (pprof ids
-    # are small dense integers in practice; sparse ids go to the general reader).
-    loc_row = _id_table(np.array(locs.id, dtype=np.uint64))
-    func_row = _id_table(np.array(funcs.id, dtype=np.uint64))
-    if loc_row is None or func_row is None:
-        return None
-    name_idx = np.array(funcs.name, dtype=np.int64)
     if len(name_idx) and (name_idx.min() < 0 or name_idx.max() >= nstr):
         raise FormatError("pprof function name index out of range")
-    loc_func = _lookup(func_row, np.array(lines.function_id, dtype=np.uint64), "function")
-    loc_of = _lookup(loc_row, flat_loc, "location")
-    frame_str = name_idx[loc_func][loc_of]
+    # location id -> row, function id -> row, by direct lookup tables (pprof ids are small
+    # dense integers in practice; sparse ids go to the general reader).
+    loc_row = _id_table(loc_ids)
+    func_row = _id_table(func_ids)
+    if loc_row is None or func_row is None:
+        return None
+    line_name = name_idx[_lookup(func_row, line_func, "function")]
+    rows = _lookup(loc_row, flat_loc, "location")
+    if nloc and lines_per_loc.max() == 1:
+        frame_str = line_name[rows]
+    else:
+        # Inlined calls: a location expands to its lines (innermost first = leaf first).
+        per = lines_per_loc[rows]
+        starts = np.repeat(line_off[rows] - np.concatenate(([0], np.cumsum(per)[:-1])), per)
+        frame_str = line_name[starts + np.arange(int(per.sum()))]
+        ends = np.concatenate(([0], np.cumsum(per)))
+        offsets = ends[offsets]
     # Compact the local name table to the strings used as function names.
     used_mask = np.zeros(nstr, dtype=bool)
     used_mask[frame_str] = True
     used = np.flatnonzero(used_mask)
-    compact = np.cumsum(used_mask) - 1
-    frames = compact[frame_str]
+    frames = (np.cumsum(used_mask) - 1)[frame_str]
     names = [strings[i] for i in used.tolist()]
-    offsets = np.zeros(nsamples + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
     batch = StackBatch(names, frames.astype(np.uint32), offsets)
     return _Pprof(
         types, period, m.period, m.time_nanos, {(): (batch, values.reshape(nsamples, ntypes))}
@@ -266,39 +300,6 @@ def _lookup(table: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
     if rows.min() < 0:
         raise FormatError(f"pprof names an unknown {what}")
     return rows
-
-
-def _packed_counts(sample_bytes, n: int) -> Optional[np.ndarray]:
-    """Location ids per sample when each sample starts with one packed location_id field
-    (vectorized over all samples); None otherwise."""
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    lens = np.fromiter(map(len, sample_bytes), dtype=np.int64, count=n)
-    buf = np.frombuffer(b"".join(sample_bytes), dtype=np.uint8)
-    starts = np.zeros(n, dtype=np.int64)
-    np.cumsum(lens[:-1], out=starts[1:])
-    ends = starts + lens
-    nonempty = lens > 0
-    first = np.zeros(n, dtype=np.uint8)
-    first[nonempty] = buf[starts[nonempty]]
-    has = nonempty & (first == 0x0A)
-    # Samples without the field must start with another field (value = 0x12, label = 0x1A).
-    if np.any(nonempty & ~has & (first != 0x12) & (first != 0x1A)):
-        return None
-    pad = np.concatenate((buf, np.zeros(3, dtype=np.uint8)))
-    b1 = pad[starts + 1].astype(np.int64)
-    b2 = pad[starts + 2].astype(np.int64)
-    one = b1 < 0x80
-    if np.any(has & ~one & (b2 >= 0x80)):
-        return None  # a location list over 16 KiB: let the general reader do it
-    length = np.where(one, b1, (b1 & 0x7F) | (b2 << 7))
-    pstart = starts + np.where(one, 2, 3)
-    pend = pstart + length
-    if np.any(has & (pend > ends)):
-        raise FormatError("pprof sample is truncated")
-    term = np.concatenate(([0], np.cumsum(buf < 0x80)))
-    counts = np.where(has, term[np.minimum(pend, len(buf))] - term[np.minimum(pstart, len(buf))], 0)
-    return counts.astype(np.int64)
 
 
 def _slow_pprof(data: bytes) -> _Pprof:

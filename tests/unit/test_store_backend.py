@@ -433,3 +433,35 @@ def test_frame_kinds_in_names(tmp_path: Path) -> None:
     prof.windows.append(Window(int(time.time()) * 10**9, 10**10))
     (sd,) = pprof_series(pprof.encode(prof), {"service_name": "k"}, 1 << 20)
     assert _as_dict(sd) == {("main", "do_syscall_64"): 7}
+
+
+def test_vectorized_reader_handles_inlined_lines_and_unpacked_ids() -> None:
+    pb = messages("perftools.profiles.Profile")()
+    pb.string_table.extend(["", "cpu", "nanoseconds", "outer", "inlined", "leaf"])
+    pb.sample_type.add(type=1, unit=2)
+    for fid, name in ((1, 3), (2, 4), (3, 5)):
+        pb.function.add(id=fid, name=name)
+    loc = pb.location.add(id=10, address=0x1000)
+    loc.line.add(function_id=2)  # innermost first
+    loc.line.add(function_id=1)
+    pb.location.add(id=11).line.add(function_id=3)
+    pb.sample.add(location_id=[11, 10], value=[5])
+    pb.sample.add(location_id=[10], value=[7])
+    pb.sample.add(location_id=[], value=[1])
+    data = pb.SerializeToString()
+    fast, slow = _fast_pprof(data), _slow_pprof(data)
+    assert fast is not None
+
+    def norm(p):
+        ((batch, vals),) = p.groups.values()
+        return sorted((batch.stack(i), int(vals[i, 0])) for i in range(len(batch)))
+
+    assert (
+        norm(fast)
+        == norm(slow)
+        == [
+            ((), 1),
+            (("outer", "inlined"), 7),
+            (("outer", "inlined", "leaf"), 5),
+        ]
+    )
