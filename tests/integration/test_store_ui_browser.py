@@ -397,3 +397,49 @@ def test_drag_on_the_timeline_picks_a_time_range(
     assert page.evaluate("document.getElementById('st-range').value") == "custom"
     page.screenshot(artifacts / "store-ui-range.png")
     assert page.errors == []
+
+
+def test_diff_of_two_label_values(
+    store: Tuple[str, int], chromium: Browser, artifacts: Path
+) -> None:
+    base, _ = store
+    page = chromium.new_page()
+    # GIVEN the diff view comparing two values of a label (a shared link)
+    page.navigate(base + "/#service=checkout&mode=diff&by=label")
+    settled(page, 0)
+    page.wait_for("hostprofStore.fg.format === 'double'", message="the label diff")
+    # THEN the first label and its first two values are compared over the whole range
+    st = page.evaluate("hostprofStore.state")
+    assert (st["diffLabel"], st["leftValue"], st["rightValue"]) == ("env", "prod", "staging")
+    assert page.evaluate("[hostprofStore.fg.leftTicks, hostprofStore.fg.rightTicks]") == [
+        100 * 10_000_000,
+        140 * 10_000_000,
+    ]
+    assert "lv=prod" in page.evaluate("location.hash")
+    summary = page.evaluate("document.getElementById('st-summary').innerText")
+    assert summary.startswith("env=prod 1.00 s → env=staging 1.40 s"), summary
+    # WHEN the user swaps the sides THEN the colours swap: work_hard grew from staging to prod
+    before = page.evaluate("hostprofStore.renders")
+    page.evaluate(
+        "(() => { const l = document.getElementById('st-diff-left'); l.value = 'staging';"
+        " l.dispatchEvent(new Event('change')); })()"
+    )
+    settled(page, before)
+    before = page.evaluate("hostprofStore.renders")
+    page.evaluate(
+        "(() => { const r = document.getElementById('st-diff-right'); r.value = 'prod';"
+        " r.dispatchEvent(new Event('change')); })()"
+    )
+    settled(page, before)
+    assert page.evaluate("[hostprofStore.fg.leftTicks, hostprofStore.fg.rightTicks]") == [
+        140 * 10_000_000,
+        100 * 10_000_000,
+    ]
+    f = page.evaluate("hostprofStore.fg.drawn.find(d => d.name === 'work_hard')")
+    r, g, _b, _a = page.evaluate(
+        f"Array.from(hostprofStore.fg.canvas.getContext('2d')"
+        f".getImageData({f['x'] + 2}, {f['y'] + 2}, 1, 1).data)"
+    )
+    assert r > g, "work_hard: 14% of staging, 80% of prod: red"
+    page.screenshot(artifacts / "store-ui-diff-labels.png")
+    assert page.errors == []

@@ -730,6 +730,11 @@
           var maxChars = Math.floor((w - 8) / this._charWidth);
           if (maxChars >= 2) {
             if (label.length > maxChars) label = label.slice(0, maxChars - 1) + "\u2026";
+            // The average glyph width is a guess: trim until the label really fits.
+            var room = w - 7;
+            while (label.length > 1 && ctx.measureText(label).width > room) {
+              label = label.length > 2 ? label.slice(0, -2) + "\u2026" : "";
+            }
             ctx.fillStyle = dim ? DIMMED_TEXT : "#1d1f24";
             ctx.fillText(label, x + 4, y + rowH / 2 + 0.5);
           }

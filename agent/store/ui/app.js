@@ -28,6 +28,10 @@
     left: null,
     right: null,
     side: "left",
+    diffBy: "time", // "time": two time ranges; "label": two values of one label
+    diffLabel: "",
+    leftValue: "",
+    rightValue: "",
   };
   var ui = {
     state: state,
@@ -83,12 +87,16 @@
     return '"' + String(v).replace(/\\/g, "\\\\").replace(/"/g, '\\"') + '"';
   }
 
-  /** The query for the current service, type and filters: type{service_name="x",k="v"}. */
-  function query() {
+  /**
+   * The query for the current service, type and filters: type{service_name="x",k="v"}, with
+   * an optional extra `name="value"` matcher (one side of a label comparison).
+   */
+  function query(extraName, extraValue) {
     var matchers = ["service_name=" + quote(state.service)];
     state.filters.forEach(function (f) {
       matchers.push(f.name + f.op + quote(f.value));
     });
+    if (extraName) matchers.push(extraName + "=" + quote(extraValue));
     return state.type + "{" + matchers.join(",") + "}";
   }
 
@@ -173,7 +181,13 @@
     state.filters.forEach(function (f) {
       p.append("f", f.name + f.op + f.value);
     });
-    if (state.mode === "diff" && state.left && state.right) {
+    if (state.mode === "diff" && state.diffBy === "label") {
+      p.set("mode", "diff");
+      p.set("by", "label");
+      p.set("dl", state.diffLabel);
+      p.set("lv", state.leftValue);
+      p.set("rv", state.rightValue);
+    } else if (state.mode === "diff" && state.left && state.right) {
       p.set("mode", "diff");
       p.set("left", state.left.from + "-" + state.left.until);
       p.set("right", state.right.from + "-" + state.right.until);
@@ -202,6 +216,10 @@
     }
     state.left = span(p.get("left"));
     state.right = span(p.get("right"));
+    state.diffBy = p.get("by") === "label" ? "label" : "time";
+    state.diffLabel = p.get("dl") || "";
+    state.leftValue = p.get("lv") || "";
+    state.rightValue = p.get("rv") || "";
   }
 
   // ---------------------------------------------------------------- sidebar
@@ -393,7 +411,8 @@
     };
     ctx.fillStyle = "#f7f8fa";
     ctx.fillRect(0, 0, w, plotH);
-    if (state.mode === "diff" && state.left && state.right) {
+    var timeDiff = state.mode === "diff" && state.diffBy === "time";
+    if (timeDiff && state.left && state.right) {
       ctx.fillStyle = "rgba(59,130,246,0.16)";
       ctx.fillRect(xOf(state.left.from), 0, xOf(state.left.until) - xOf(state.left.from), plotH);
       ctx.fillStyle = "rgba(234,88,12,0.16)";
@@ -414,8 +433,8 @@
         if (!v) continue;
         var t = tl.startTime + i * tl.durationDelta;
         var bh = Math.max(1.5, (v / max) * (plotH - 8));
-        var inLeft = state.mode === "diff" && state.left && t >= state.left.from && t < state.left.until;
-        var inRight = state.mode === "diff" && state.right && t >= state.right.from && t < state.right.until;
+        var inLeft = timeDiff && state.left && t >= state.left.from && t < state.left.until;
+        var inRight = timeDiff && state.right && t >= state.right.from && t < state.right.until;
         ctx.fillStyle = inLeft ? "#3b82f6" : inRight ? "#ea580c" : "#f59e0b";
         ctx.fillRect(xOf(t), plotH - bh, bw, bh);
       }
@@ -450,13 +469,13 @@
     if (ui.brush) {
       var b0 = Math.min(ui.brush.x0, ui.brush.x1);
       var b1 = Math.max(ui.brush.x0, ui.brush.x1);
-      ctx.fillStyle = state.mode === "diff" ? (state.side === "left" ? "rgba(59,130,246,0.3)" : "rgba(234,88,12,0.3)") : "rgba(17,24,39,0.15)";
+      ctx.fillStyle = timeDiff ? (state.side === "left" ? "rgba(59,130,246,0.3)" : "rgba(234,88,12,0.3)") : "rgba(17,24,39,0.15)";
       ctx.fillRect(b0, 0, b1 - b0, plotH);
     }
     var unit = ui.lastResponse && ui.lastResponse.metadata ? ui.lastResponse.metadata.units : "";
     $("st-timeline-legend").textContent = tl
       ? FG.formatValue(sum, unit) + " in " + FG.formatValue(tl.durationDelta * 1e9, "nanoseconds") + " buckets, peak " +
-        FG.formatValue(max, unit) + ". Drag across the timeline to " + (state.mode === "diff" ? "set the " + (state.side === "left" ? "baseline" : "comparison") + " range." : "zoom into a time range.")
+        FG.formatValue(max, unit) + ". Drag across the timeline to " + (timeDiff ? "set the " + (state.side === "left" ? "baseline" : "comparison") + " range." : "zoom into a time range.")
       : "";
   }
 
@@ -522,7 +541,7 @@
 
   /** Applies a time selection: the whole range, or one side of the diff. */
   function selectTime(t0, t1) {
-    if (state.mode === "diff") {
+    if (state.mode === "diff" && state.diffBy === "time") {
       state[state.side] = { from: t0, until: t1 };
     } else {
       state.range = "custom";
@@ -558,7 +577,10 @@
     var md = resp.metadata || {};
     var el = $("st-summary");
     if (state.mode === "diff") {
-      el.innerHTML = "baseline <b>" + FG.escapeHtml(FG.formatValue(resp.leftTicks || 0, md.units)) + "</b> → comparison <b>" +
+      var byLabel = state.diffBy === "label";
+      el.innerHTML = (byLabel ? FG.escapeHtml(state.diffLabel + "=" + state.leftValue) : "baseline") + " <b>" +
+        FG.escapeHtml(FG.formatValue(resp.leftTicks || 0, md.units)) + "</b> → " +
+        (byLabel ? FG.escapeHtml(state.diffLabel + "=" + state.rightValue) : "comparison") + " <b>" +
         FG.escapeHtml(FG.formatValue(resp.rightTicks || 0, md.units)) + "</b>";
     } else {
       var fb = resp.flamebearer || {};
@@ -586,6 +608,44 @@
     $("st-matched").textContent = !q ? "" : res.frames ? "matched " + FG.percent(res.ticks, fg.numTicks) : "no match";
   }
 
+  function fillSelect(sel, values, chosen) {
+    sel.innerHTML = "";
+    values.forEach(function (v) {
+      var o = document.createElement("option");
+      o.value = v;
+      o.textContent = v;
+      sel.appendChild(o);
+    });
+    sel.value = chosen;
+  }
+
+  /**
+   * Fills the label comparison pickers: the label (default: the first one) and its baseline
+   * and comparison values (default: its first two values).
+   */
+  function diffLabels() {
+    var base = state.type + "{service_name=" + quote(state.service) + "}";
+    return api("/pyroscope/label-names", { query: base, from: state.from, until: state.until })
+      .then(function (names) {
+        names = (names || []).filter(function (n) {
+          return !HIDDEN_LABELS[n] && n.indexOf("__") !== 0;
+        });
+        fillSelect($("st-diff-name"), names, state.diffLabel);
+        if (names.indexOf(state.diffLabel) < 0) state.diffLabel = names[0] || "";
+        $("st-diff-name").value = state.diffLabel;
+        if (!state.diffLabel) return [];
+        return api("/pyroscope/label-values", { label: state.diffLabel, query: base, from: state.from, until: state.until });
+      })
+      .then(function (values) {
+        values = values || [];
+        if (values.indexOf(state.leftValue) < 0) state.leftValue = values[0] || "";
+        if (values.indexOf(state.rightValue) < 0) state.rightValue = values[1] || values[0] || "";
+        fillSelect($("st-diff-left"), values, state.leftValue);
+        fillSelect($("st-diff-right"), values, state.rightValue);
+        saveHash();
+      });
+  }
+
   var generation = 0;
   /** Reloads the timeline and the flamegraph (or diff) for the current state. */
   function refresh() {
@@ -595,7 +655,10 @@
     $("st-diff-legend").hidden = state.mode !== "diff";
     $("st-mode-single").setAttribute("aria-selected", state.mode === "single");
     $("st-mode-diff").setAttribute("aria-selected", state.mode === "diff");
-    if (state.mode === "diff") {
+    $("st-diff-by").value = state.diffBy;
+    $("st-diff-time").hidden = state.diffBy !== "time";
+    $("st-diff-label").hidden = state.diffBy !== "label";
+    if (state.mode === "diff" && state.diffBy === "time") {
       if (!state.left || !state.right) defaultDiffRanges();
       $("st-left-text").textContent = fmtRange(state.left);
       $("st-right-text").textContent = fmtRange(state.right);
@@ -613,16 +676,29 @@
     var my = ++generation;
     var q = query();
     var single = api("/pyroscope/render", { query: q, from: state.from, until: state.until });
-    var diff = state.mode === "diff"
-      ? api("/pyroscope/render-diff", {
-          leftQuery: q,
-          leftFrom: state.left.from,
-          leftUntil: state.left.until,
-          rightQuery: q,
-          rightFrom: state.right.from,
-          rightUntil: state.right.until,
-        })
-      : null;
+    var diff = null;
+    if (state.mode === "diff" && state.diffBy === "label") {
+      diff = diffLabels().then(function () {
+        if (!state.diffLabel) throw new Error("this service has no labels to compare; add labels to its series");
+        return api("/pyroscope/render-diff", {
+          leftQuery: query(state.diffLabel, state.leftValue),
+          leftFrom: state.from,
+          leftUntil: state.until,
+          rightQuery: query(state.diffLabel, state.rightValue),
+          rightFrom: state.from,
+          rightUntil: state.until,
+        });
+      });
+    } else if (state.mode === "diff") {
+      diff = api("/pyroscope/render-diff", {
+        leftQuery: q,
+        leftFrom: state.left.from,
+        leftUntil: state.left.until,
+        rightQuery: q,
+        rightFrom: state.right.from,
+        rightUntil: state.right.until,
+      });
+    }
     return Promise.all([single, diff])
       .then(function (res) {
         if (my !== generation) return; // a newer refresh superseded this one
@@ -689,6 +765,23 @@
       state.side = r.value;
       drawTimeline();
     });
+  });
+  $("st-diff-by").addEventListener("change", function () {
+    state.diffBy = $("st-diff-by").value;
+    refresh();
+  });
+  $("st-diff-name").addEventListener("change", function () {
+    state.diffLabel = $("st-diff-name").value;
+    state.leftValue = state.rightValue = "";
+    refresh();
+  });
+  $("st-diff-left").addEventListener("change", function () {
+    state.leftValue = $("st-diff-left").value;
+    refresh();
+  });
+  $("st-diff-right").addEventListener("change", function () {
+    state.rightValue = $("st-diff-right").value;
+    refresh();
   });
   $("st-filter-name").addEventListener("change", function () {
     loadLabelValues($("st-filter-name").value);
