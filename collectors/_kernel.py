@@ -38,9 +38,11 @@ def effective_caps() -> int:
 
 
 def check_privileges() -> None:
-    """Raises PermissionDeniedError unless this process may load tracing BPF programs."""
-    if os.geteuid() == 0:
-        return
+    """Raises PermissionDeniedError unless this process may load tracing BPF programs.
+
+    Capabilities are checked even for uid 0: root in a container, or under a reduced bounding
+    set, may lack them, and bcc would then fail with a bare EPERM.
+    """
     caps = effective_caps()
     if caps & (1 << CAP_SYS_ADMIN):
         return
@@ -50,9 +52,11 @@ def check_privileges() -> None:
         if not caps & (1 << bit)
     ]
     if missing:
+        who = "this root process lacks" if os.geteuid() == 0 else "not root and missing"
         raise PermissionDeniedError(
-            f"eBPF collectors need root or {'+'.join(missing)} (missing: {', '.join(missing)})",
-            "run as root, or: sudo setcap cap_bpf,cap_perfmon+ep <python>",
+            f"eBPF collectors need CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); "
+            f"{who} {', '.join(missing)}",
+            "run as root with full capabilities, or: sudo setcap cap_bpf,cap_perfmon+ep <python>",
         )
 
 

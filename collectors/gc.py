@@ -220,7 +220,10 @@ def _attach_usdt_site(bpf: Any, fn_name: str, path: str, site: UsdtSite) -> int:
     bcc = _kernel.import_bcc()
     lib = bcc.libbcc.lib
     fn = bpf.load_func(fn_name, bcc.BPF.KPROBE)
-    attach = lib.bpf_attach_uprobe
+    # A private prototype: bcc's own (6-argument) declaration on its shared handle must stay
+    # as it is, or bcc's attach_uprobe breaks in this process.
+    attach = ctypes.CDLL(lib._name).bpf_attach_uprobe
+    attach.restype = ctypes.c_int
     attach.argtypes = [
         ctypes.c_int,
         ctypes.c_int,

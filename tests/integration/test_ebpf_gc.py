@@ -41,9 +41,26 @@ sys.stdin.readline()
 """
 
 
-@pytest.mark.parametrize(
-    ("python", "kind"), [(PYENV_PYTHON, "uprobe"), (DEBIAN_PYTHON, "usdt")], ids=["pyenv", "debian"]
-)
+CHROOT = os.path.join(os.environ.get("HOSTPROF_PYTHONS", "/var/cache/hostprof/pythons"), "bin")
+CASES = [
+    pytest.param(PYENV_PYTHON, "uprobe", id="3.11-pyenv"),
+    pytest.param(DEBIAN_PYTHON, "usdt", id="3.11-debian"),
+    # Debian's chroot interpreters (tools/make-pythons.sh): USDT; 3.13t is built from source,
+    # unstripped and without dtrace, so it gets the gc_collect_main uprobe.
+    *(
+        pytest.param(os.path.join(CHROOT, f"python{v}"), kind, id=v)
+        for v, kind in (
+            ("3.9", "usdt"),
+            ("3.13", "usdt"),
+            ("3.14", "usdt"),
+            ("3.15", "usdt"),
+            ("3.13t", "uprobe"),
+        )
+    ),
+]
+
+
+@pytest.mark.parametrize(("python", "kind"), CASES)
 def test_gc_counts_and_pauses_match_callbacks(python: str, kind: str) -> None:
     require_bpf()
     if not os.path.exists(python):
@@ -65,7 +82,7 @@ def test_gc_counts_and_pauses_match_callbacks(python: str, kind: str) -> None:
             c.stop()
     # THEN every collection is seen, per generation
     assert {g: c.collections.get(g, 0) for g in range(3)} == dict(enumerate(counts))
-    assert counts[0] > 100 and counts[2] >= 1
+    assert counts[0] > 10 and counts[2] >= 1
     # AND the total pause is within 10 % (the callbacks' own timing adds a little)
     total_bpf, total_truth = sum(c.pause_ns.values()), sum(pauses)
     assert abs(total_bpf - total_truth) <= 0.10 * total_truth, (c.pause_ns, pauses)
