@@ -373,3 +373,47 @@ def test_svg_zoom_search_reset(chromium: Browser, tmp_path: Path, artifacts: Pat
     assert rect("work_hard")["w"] == pytest.approx(usable * 1100 / 1300, abs=0.05)
     page.screenshot(artifacts / "svg-flamegraph-search.png", full_page=False)
     assert page.errors == []
+
+
+def test_zoom_survives_a_thread_switch(chromium: Browser, tmp_path: Path) -> None:
+    out = tmp_path / "keep.html"
+    out.write_text(html.render(sample_profile()))
+    page = open_page(chromium, out)
+    # GIVEN a zoom on work_hard in the merged view
+    work = frame(page, "work_hard")
+    page.click(work["cx"], work["cy"])
+    page.wait_for("hostprofFlamegraph.zoom !== null", message="zoom")
+    # WHEN the view switches to one thread that also runs work_hard
+    page.evaluate(
+        "(() => { const s = document.getElementById('hp-thread');"
+        " s.value = Array.from(s.options).find(o => o.textContent.startsWith('worker-1')).value;"
+        " s.dispatchEvent(new Event('change')); })()"
+    )
+    # THEN work_hard is still the zoomed frame, with that thread's value
+    zoomed = page.evaluate(
+        "hostprofFlamegraph.node(hostprofFlamegraph.zoom.level, hostprofFlamegraph.zoom.index)"
+    )
+    assert zoomed["name"] == "work_hard" and zoomed["total"] == 300
+    assert frame(page, "work_hard")["w"] == pytest.approx(work["width"], abs=1)
+    assert "work_hard" in page.evaluate("document.getElementById('hp-crumbs').textContent")
+    # and again for the other thread
+    page.evaluate(
+        "(() => { const s = document.getElementById('hp-thread');"
+        " s.value = Array.from(s.options).find(o => o.textContent.startsWith('MainThread')).value;"
+        " s.dispatchEvent(new Event('change')); })()"
+    )
+    zoomed = page.evaluate(
+        "hostprofFlamegraph.node(hostprofFlamegraph.zoom.level, hostprofFlamegraph.zoom.index)"
+    )
+    assert zoomed["name"] == "work_hard" and zoomed["total"] == 800
+    choose_split = (
+        "(() => { const s = document.getElementById('hp-thread'); s.value = 'split';"
+        " s.dispatchEvent(new Event('change')); })()"
+    )
+    # WHEN the view changes to one where that call path does not exist (split: a thread frame
+    # sits above <module>) THEN the zoom is dropped, not left stale
+    page.evaluate(choose_split)
+    assert page.evaluate("hostprofFlamegraph.zoom") is None
+    assert page.evaluate("document.getElementById('hp-reset').disabled") is True
+    assert "Click a frame" in page.evaluate("document.getElementById('hp-crumbs').textContent")
+    assert page.errors == []

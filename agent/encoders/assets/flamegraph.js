@@ -335,8 +335,14 @@
     }
   }
 
+  /**
+   * Shows a new flamebearer. With meta.keepZoom, a zoomed frame stays zoomed when the same
+   * call path exists in the new data (another thread, sample type or time range).
+   */
   HostprofFlamegraph.prototype.setData = function (fb, meta) {
     meta = meta || {};
+    var path = meta.keepZoom ? this.zoomPath() : null;
+    var hadZoom = !!this.zoom;
     this.fb = fb;
     this.format = meta.format || fb.format || "single";
     this.units = meta.units || this.options.units || "";
@@ -352,7 +358,45 @@
     this.matched = null;
     this._depthShown = 0;
     if (this.query) this._match();
+    if (path && this._zoomToPath(path)) return;
     this.render();
+    if (hadZoom && this.options.onZoom) this.options.onZoom(null);
+  };
+
+  /** The zoomed frame's call path from the root's child down, as "function\u0000file:line" keys. */
+  HostprofFlamegraph.prototype.zoomPath = function () {
+    if (!this.zoom || !this.model) return null;
+    var levels = this.model.levels;
+    var path = [];
+    for (var d = this.zoom.level, j = this.zoom.index; d >= 1; d--) {
+      var info = this.info[levels[d].name[j]];
+      path.push(info.func + "\u0000" + info.where);
+      j = levels[d].parent[j];
+    }
+    return path.reverse();
+  };
+
+  /** Zooms to the frame at the end of `path` (see zoomPath); false when it is not there. */
+  HostprofFlamegraph.prototype._zoomToPath = function (path) {
+    var levels = this.model.levels;
+    var idx = 0;
+    for (var d = 1; d <= path.length; d++) {
+      var L = levels[d];
+      if (!L) return false;
+      var found = -1;
+      for (var j = 0; j < L.n; j++) {
+        if (L.parent[j] !== idx || L.total[j] <= 0) continue;
+        var info = this.info[L.name[j]];
+        if (info.func + "\u0000" + info.where === path[d - 1]) {
+          found = j;
+          break;
+        }
+      }
+      if (found < 0) return false;
+      idx = found;
+    }
+    this.zoomTo(path.length, idx);
+    return true;
   };
 
   /** The node at (level, index) as a plain object. */

@@ -277,9 +277,7 @@
   var topTable = $("hp-top");
   function update() {
     var fb = buildFlamebearer(state.type, state.thread);
-    fg.setData(fb, { format: "single", units: types[state.type].unit });
-    $("hp-reset").disabled = true;
-    crumbs.textContent = "Click a frame to zoom in, Esc to reset.";
+    fg.setData(fb, { format: "single", units: types[state.type].unit, keepZoom: true });
     runSearch();
     renderMeta();
     if ($("hp-top-details").open) renderTop();

@@ -715,8 +715,9 @@
           defaultKind: looksPython(shown.flamebearer, md) ? "python" : "native",
           leftTicks: shown.leftTicks,
           rightTicks: shown.rightTicks,
+          keepZoom: true,
         });
-        $("st-reset").disabled = true;
+        $("st-reset").disabled = !fg.zoom;
         runSearch();
         renderSummary(shown);
         renderTable();
