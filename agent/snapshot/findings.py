@@ -51,8 +51,10 @@ def top_functions(
         # too: that is where the time went from the code's point of view).
         leaf = frames[-1]
         if skip_kernel:
-            # Off-CPU stacks all end in the scheduler; what matters is who called into it.
-            user = [f for f in frames if f.kind != FrameKind.KERNEL]
+            # Off-CPU stacks all end in the scheduler; what matters is who called into it:
+            # the Python function where stacks are merged, else the user-space function.
+            py = [f for f in frames if f.kind == FrameKind.PYTHON]
+            user = py or [f for f in frames if f.kind != FrameKind.KERNEL]
             leaf = user[-1] if user else leaf
         self_v[(leaf.function, leaf.file, leaf.kind)] += v
         for key in {(f.function, f.file, f.kind) for f in frames}:
@@ -66,6 +68,7 @@ def top_functions(
                 "kind": FrameKind(key[2]).name.lower(),
                 "self": self_v.get(key, 0),
                 "total": tv,
+                "unit": profile.sample_types[value_index].unit,
                 "self_percent": round(100.0 * self_v.get(key, 0) / grand, 1) if grand else 0.0,
                 "total_percent": round(100.0 * tv / grand, 1) if grand else 0.0,
             }
@@ -222,6 +225,21 @@ def gc_pauses(profile: Optional[Profile], window_ns: int) -> List[Dict[str, Any]
     return out
 
 
+def _cpu_column(profiles: Mapping[str, Profile]) -> int:
+    """The Python profile's on-CPU column (cpu:nanoseconds) when it has one, else the first.
+
+    The sampling core keeps idle threads' samples (so eBPF events can be charged to them); their
+    cpu value is 0, so ranking by this column gives on-CPU top functions.
+    """
+    prof = profiles.get("python")
+    if prof is None:
+        return 0
+    try:
+        return prof.sample_type_index("cpu:nanoseconds")
+    except KeyError:
+        return 0
+
+
 def derive(
     stacks: Mapping[int, ProcessStacks],
     profiles: Mapping[str, Profile],
@@ -256,7 +274,7 @@ def derive(
         "threads_in_gc": threads_in_gc(stacks),
         "gc_state_known": gc_known(stacks),
         "gc_pauses": pauses,
-        "top_functions": top_functions(profiles.get("python")),
+        "top_functions": top_functions(profiles.get("python"), value_index=_cpu_column(profiles)),
         "top_native": top_functions(profiles.get("cpu")),
         "top_offcpu": top_functions(profiles.get("offcpu"), skip_kernel=True),
         "busiest_syscalls": busiest_syscalls(profiles.get("syscalls")),

@@ -60,10 +60,11 @@ DRAIN_EVERY = 0.5
 EBPF_GRACE = 1.0
 """Seconds an eBPF collector may run past the Python window, to make up for compile time."""
 
-MERGE_MAX_TARGETS = 8
-"""Above this many targets, eBPF stacks are not merged with Python stacks: the merge costs
-Python time per Python sample (measured: 3 s for 20 targets x 5 s), which would push the
-snapshot past its time budget. The eBPF profiles are still written, with native frames."""
+MERGE_MAX_THREAD_SAMPLES = 3000
+"""eBPF stacks are merged with Python stacks only while (threads of all targets) x (Python
+rate) stays under this many thread samples a second: the merge costs Python time per thread
+sample (measured here: 3 s for 20 targets x 5 s of on-CPU samples), which would push the
+snapshot past its time budget. Above it the eBPF profiles are still written, native only."""
 
 MIN_COVERAGE = 0.5
 """An eBPF collector that could run for less than this is not started at all."""
@@ -268,6 +269,13 @@ class _PySpyRun:
             os.rmdir(self.tmp)
 
 
+def _thread_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 1
+
+
 def _widen(profile: Profile, like: Profile) -> Profile:
     """``profile``'s samples with ``like``'s sample types (missing columns are 0)."""
     out = like.empty_like()
@@ -297,7 +305,9 @@ class _Starter:
         runs: List[_Run],
         lock: threading.Lock,
         result: ProfileResult,
+        options: Optional[Dict[str, Any]] = None,
     ) -> None:
+        self.options = dict(options or {})
         self.names = list(names)
         self.pids = list(pids)
         self.seconds = seconds
@@ -347,7 +357,7 @@ class _Starter:
                 )
                 continue
             try:
-                coll = cls.probe(pids=self.pids)
+                coll = cls.probe(pids=self.pids, **self.options)
                 if coll is None:
                     self._note(
                         self.result.unavailable,
@@ -417,12 +427,15 @@ def run_profile(
                     if attached is not None:
                         proc = attached(pid)
                         try:
-                            coll = cls([proc], rate=rate)
+                            # idle=True: blocked threads keep their Python stack, so off-CPU
+                            # time and syscalls can be charged to it (cpu:nanoseconds is 0
+                            # for those samples, so on-CPU views are unchanged).
+                            coll = cls([proc], rate=rate, idle=True)
                             shared = True
                         except TypeError:  # a collector that cannot take attached processes
                             coll = None
                     if coll is None:
-                        coll = cls.probe(pids=[pid], rate=rate)
+                        coll = cls.probe(pids=[pid], rate=rate, idle=True)
                     if coll is None:
                         result.target_errors[pid] = "python collector does not apply"
                         continue
@@ -439,15 +452,16 @@ def run_profile(
                 pyspy.start()
                 for pid in fallback:
                     result.target_errors.pop(pid)
-            if len(pids) <= MERGE_MAX_TARGETS:
+            load = rate * sum(_thread_count(pid) for pid in pids)
+            if load <= MERGE_MAX_THREAD_SAMPLES:
                 with contextlib.suppress(ImportError):
                     from hostprof.merge import PythonMerger
 
                     merger = PythonMerger(interval_ns=int(1e9 / rate))
             else:
                 result.unavailable["merge"] = (
-                    f"Python frames not merged into eBPF stacks for more than "
-                    f"{MERGE_MAX_TARGETS} targets (time budget)"
+                    f"Python frames not merged into eBPF stacks: {load:,} thread samples/s "
+                    f"is over the {MERGE_MAX_THREAD_SAMPLES:,} the time budget allows"
                 )
         else:
             exe = find_pyspy()
@@ -461,7 +475,15 @@ def run_profile(
     if on_window_open is not None:
         on_window_open()
     ebpf = [c for c in collectors if c in EBPF_COLLECTORS]
-    starter = _Starter(ebpf, pids, seconds, hard_end, runs, lock, result)
+    # Time slots give each eBPF row a timestamp the merger can join on; without a merger they
+    # only cost map entries, so rows stay aggregated over the window.
+    ebpf_options: Dict[str, Any] = {}
+    if merger is not None:
+        with contextlib.suppress(ImportError):
+            from hostprof.collectors import _ebpf
+
+            ebpf_options["slot_ns"] = _ebpf.DEFAULT_SLOT_NS
+    starter = _Starter(ebpf, pids, seconds, hard_end, runs, lock, result, ebpf_options)
     starter.start()
     # The drain loop: Python first, so the merger has the stacks the eBPF rows need.
     aggs: Dict[str, Aggregator] = {}

@@ -24,11 +24,13 @@ from hostprof.snapshot.stacks import IDLE_REASONS
 from hostprof.snapshot.take import SNAPSHOT_VERSION
 from hostprof.snapshot.take import Snapshot
 
+WALL_TITLE = "Python stacks (all threads, wall clock: where each thread is, blocked or not)"
+
 TOP_ROWS = 20
 """Rows shown of long lists (the rest is in snapshot.json)."""
 
 PROFILE_TITLES = {
-    "python": ("Python stacks (on-CPU samples)", "samples"),
+    "python": ("Python stacks (on-CPU)", "samples"),
     "cpu": ("CPU (eBPF, native + kernel)", ""),
     "offcpu": ("Off-CPU (blocked time)", ""),
     "syscalls": ("Syscalls", ""),
@@ -38,6 +40,13 @@ PROFILE_TITLES = {
 
 def _mb(n: Optional[float]) -> str:
     return "?" if n is None else f"{n / 1048576:,.1f} MB"
+
+
+def _amount(value: int, unit: str) -> str:
+    """A sample value for people: nanoseconds as ms, counts as counts."""
+    if unit == "nanoseconds":
+        return f"{value / 1e6:,.1f} ms"
+    return f"{value:,}" + (f" {unit}" if unit and unit != "count" else "")
 
 
 def _when(ns: int) -> str:
@@ -207,14 +216,14 @@ def findings_blocks(snap: Snapshot) -> List[doc.Block]:
     if tf:
         blocks.append(
             doc.Table(
-                ["function", "file", "self %", "total %", "self samples"],
+                ["function", "file", "self %", "total %", "self"],
                 [
                     [
                         f"`{r['function']}`",
                         r["file"].rsplit("/", 1)[-1],
                         f"{r['self_percent']}",
                         f"{r['total_percent']}",
-                        f"{r['self']:,}",
+                        _amount(r["self"], r.get("unit", "")),
                     ]
                     for r in tf
                 ],
@@ -269,9 +278,15 @@ def findings_blocks(snap: Snapshot) -> List[doc.Block]:
         blocks.append(doc.Heading(3, "Where threads blocked (off-CPU)"))
         blocks.append(
             doc.Table(
-                ["function", "kind", "self %"],
+                ["function", "file", "kind", "blocked %", "blocked time"],
                 [
-                    [f"`{r['function']}`", r["kind"], f"{r['self_percent']}"]
+                    [
+                        f"`{r['function']}`",
+                        r["file"].rsplit("/", 1)[-1],
+                        r["kind"],
+                        f"{r['self_percent']}",
+                        _amount(r["self"], r.get("unit", "")),
+                    ]
                     for r in f["top_offcpu"]
                 ],
             )
@@ -472,6 +487,15 @@ def report_html(snap: Snapshot, interactive: Mapping[str, str]) -> str:
                     f"pprof: <code>profiles/{html.escape(name)}.pb.gz</code></p>"
                 )
             )
+        if name == "python" and len(prof.sample_types) > 1:
+            # On-CPU first (what burns CPU), then every thread wherever it is (what hangs).
+            for st, label in (("cpu:nanoseconds", title), ("wall:nanoseconds", WALL_TITLE)):
+                try:
+                    col = prof.sample_type_index(st)
+                except KeyError:
+                    continue
+                flames.append(doc.RawHtml(svgflame.render(prof, label, col, "ns", names)))
+            continue
         flames.append(doc.RawHtml(svgflame.render(prof, title, 0, unit, names)))
     if len(flames) == 1:
         flames.append(doc.Para("No profile was collected."))

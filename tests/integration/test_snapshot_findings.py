@@ -351,3 +351,49 @@ def test_process_exiting_mid_snapshot_gives_a_partial_result(tmp_path: Path) -> 
     md = (top / "summary.md").read_text()
     assert "PARTIAL" in md
     assert f"pid {leaver.pid} **partial**" in md
+
+
+PIPE_IO = """
+import os, threading, time
+def read_the_pipe():
+    r, w = os.pipe()
+    def write_the_pipe():
+        while True:
+            os.write(w, b"x" * 10)
+            time.sleep(0.002)
+    threading.Thread(target=write_the_pipe, name="pipe-writer", daemon=True).start()
+    while True:
+        os.read(r, 10)
+threading.Thread(target=read_the_pipe, name="pipe-reader", daemon=True).start()
+print("READY", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_syscalls_and_blocked_time_are_charged_to_python_functions() -> None:
+    require_bpf()
+    if core_dump_fn()[0] is None:
+        pytest.skip("needs hostprof's sampling core (timestamps to join eBPF rows on)")
+    from hostprof.snapshot.findings import derive
+    from hostprof.snapshot.take import Options
+    from hostprof.snapshot.take import take_snapshot
+    from hostprof.snapshot.targets import select_targets
+
+    # GIVEN a process whose threads read and write a pipe
+    with target(PIPE_IO) as t:
+        # WHEN a snapshot with the syscall and off-CPU collectors is taken
+        snap = take_snapshot(
+            select_targets([t.pid]),
+            Options(profile_seconds=2, collectors=("python", "syscalls", "offcpu")),
+        )
+    assert not snap.profile.failed, snap.profile.failed
+    f = derive(snap.stacks, snap.profile.profiles, snap.profile.duration_ns)
+    # THEN the busiest syscalls name the Python function that made them
+    by_name = {r["syscall"]: r for r in f["busiest_syscalls"]}
+    assert by_name["read"]["count"] > 50
+    assert "read_the_pipe" in by_name["read"]["top_caller"]
+    assert "write_the_pipe" in by_name["write"]["top_caller"]
+    # AND blocked time is charged to the reader's Python function
+    blocked = {r["function"] for r in f["top_offcpu"][:3]}
+    assert "read_the_pipe" in blocked, f["top_offcpu"]
