@@ -443,3 +443,17 @@ def test_diff_of_two_label_values(
     assert r > g, "work_hard: 14% of staging, 80% of prod: red"
     page.screenshot(artifacts / "store-ui-diff-labels.png")
     assert page.errors == []
+
+
+def test_empty_store_explains_itself(chromium: Browser, tmp_path: Path) -> None:
+    # GIVEN a store nothing has been sent to yet
+    with run_store(tmp_path) as base:
+        page = chromium.new_page()
+        page.navigate(base + "/")
+        settled(page, 0)
+        # THEN the page says how to send profiles, draws no flamegraph, and shows no error
+        hint = page.evaluate("document.querySelector('#st-services .st-empty-item').textContent")
+        assert "/ingest" in hint
+        assert page.evaluate("document.querySelector('.hfg-empty').hidden") is False
+        assert page.evaluate("document.getElementById('st-error').hidden") is True
+        assert page.errors == []
