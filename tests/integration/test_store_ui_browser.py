@@ -457,3 +457,22 @@ def test_empty_store_explains_itself(chromium: Browser, tmp_path: Path) -> None:
         assert page.evaluate("document.querySelector('.hfg-empty').hidden") is False
         assert page.evaluate("document.getElementById('st-error').hidden") is True
         assert page.errors == []
+
+
+def test_many_services_get_a_filter_box(chromium: Browser, tmp_path: Path) -> None:
+    with run_store(tmp_path) as base:
+        now = int(time.time())
+        for i in range(9):
+            ingest(base, f"svc-{i}.cpu", OTHER, now - 100)
+        page = chromium.new_page()
+        page.navigate(base + "/")
+        settled(page, 0)
+        # GIVEN nine services, WHEN the user types into the filter box THEN only matches stay
+        assert page.evaluate("document.getElementById('st-service-filter').hidden") is False
+        page.evaluate("document.getElementById('st-service-filter').focus()")
+        page.type_text("svc-7")
+        listed = page.evaluate(
+            "Array.from(document.querySelectorAll('#st-services li')).map(l => l.dataset.service)"
+        )
+        assert listed == ["svc-0", "svc-7"]  # the selected service stays listed
+        assert page.errors == []

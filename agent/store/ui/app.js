@@ -232,7 +232,12 @@
       li.textContent = "No profiles in the last 7 days. Send some with hostprof's push, the pyroscope SDK, or POST /ingest.";
       list.appendChild(li);
     }
+    // A filter box appears once the list is long enough to need one.
+    var filterBox = $("st-service-filter");
+    filterBox.hidden = state.services.length < 8;
+    var needle = filterBox.hidden ? "" : filterBox.value.trim().toLowerCase();
     state.services.forEach(function (svc) {
+      if (needle && svc.service_name.toLowerCase().indexOf(needle) < 0 && svc.service_name !== state.service) return;
       var li = document.createElement("li");
       li.dataset.service = svc.service_name;
       li.textContent = svc.service_name;
@@ -767,6 +772,7 @@
       drawTimeline();
     });
   });
+  $("st-service-filter").addEventListener("input", renderServices);
   $("st-diff-by").addEventListener("change", function () {
     state.diffBy = $("st-diff-by").value;
     refresh();
