@@ -100,7 +100,7 @@
   }
 
   /** Appends the subtree under trie node `root` (depth `base`) to flamebearer levels. */
-  function emit(levels, prevEnd, s, root, base, x0, nameOffset) {
+  function emit(levels, prevEnd, s, root, base, x0) {
     // Iterative DFS; x of a child = x of its parent + totals of its earlier siblings.
     var stack = [root, base, x0];
     while (stack.length) {
@@ -114,7 +114,7 @@
           levels.push([]);
           prevEnd.push(0);
         }
-        levels[depth].push(x - prevEnd[depth], t, s.self[node], frameOf[node] + nameOffset);
+        levels[depth].push(x - prevEnd[depth], t, s.self[node], frameOf[node]);
         prevEnd[depth] = x + t;
       }
       var childDepth = node === root ? depth : depth + 1;
@@ -172,7 +172,7 @@
         lines.push(0);
         levels[1].push(grand - prevEnd[1], t, pt.s.self[0], nameIdx);
         prevEnd[1] = grand + t;
-        emit(levels, prevEnd, pt.s, 0, 2, grand, 0);
+        emit(levels, prevEnd, pt.s, 0, 2, grand);
         for (var n = 0; n < nNodes; n++) if (pt.s.self[n] > maxSelf) maxSelf = pt.s.self[n];
         grand += t;
       });
@@ -182,7 +182,7 @@
       var s = sums(typeIdx, thread);
       grand = s.total[0];
       levels[0].push(0, grand, s.self[0], ROOT);
-      emit(levels, prevEnd, s, 0, 1, 0, 0);
+      emit(levels, prevEnd, s, 0, 1, 0);
       for (var n = 0; n < nNodes; n++) if (s.self[n] > maxSelf) maxSelf = s.self[n];
     }
     return {
