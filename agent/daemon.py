@@ -288,6 +288,7 @@ class Daemon:
         next_drain = now + cfg.drain_interval_s
         next_budget = now + cfg.budget.interval_s
         self.budget.measure(self._helper_pids())
+        self._usage_metrics()
         while not self._stopping:
             if self._reload:
                 self._reload = False
@@ -665,10 +666,8 @@ class Daemon:
         return out
 
     def _budget_tick(self) -> None:
-        cpu, rss = self.budget.measure(self._helper_pids())
-        self.metrics.set("hostprof_agent_cpu_percent", round(cpu, 3))
-        self.metrics.set("hostprof_agent_cpu_seconds_total", round(self.budget.cpu_seconds, 3))
-        self.metrics.set("hostprof_agent_rss_bytes", rss)
+        self.budget.measure(self._helper_pids())
+        self._usage_metrics()
         running = [t for t in self.targets.values() if t.state == "running"]
         shed_order = [
             t.id for t in sorted(running, key=lambda t: (t.match.rule.priority, -t.attached_ns))
@@ -686,6 +685,11 @@ class Daemon:
         if action is not None:
             self.metrics.inc("hostprof_agent_budget_actions_total", action=action.kind)
             self._apply(action)
+
+    def _usage_metrics(self) -> None:
+        self.metrics.set("hostprof_agent_cpu_percent", round(self.budget.cpu_percent, 3))
+        self.metrics.set("hostprof_agent_cpu_seconds_total", round(self.budget.cpu_seconds, 3))
+        self.metrics.set("hostprof_agent_rss_bytes", self.budget.rss_bytes)
 
     def _apply(self, action: Action) -> None:
         if action.kind in ("lower_rates", "restore_rates"):
