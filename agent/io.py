@@ -61,6 +61,10 @@ def write_profile(
         fd, tmp = tempfile.mkstemp(prefix=".hostprof-", dir=directory)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        # mkstemp creates 0600; give the file the mode a plain open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:

@@ -35,7 +35,7 @@ _NATIVE = re.compile(r"^(?P<func>.*) \[(?P<file>[^\[\]]+)\]$")
 
 def _clean(text: str) -> str:
     # ';' separates frames and a newline separates samples: neither may appear inside a name.
-    return text.replace(";", ":").replace("\n", " ")
+    return text.replace(";", ":").replace("\n", " ").replace("\r", " ")
 
 
 def frame_text(frame: Frame) -> str:
@@ -78,6 +78,8 @@ def write(profile: Profile, out: BinaryIO, sample_type: Optional[SampleType | st
         if v == 0:
             continue
         frame_ids = profile.stacks.get(sid)
+        if not frame_ids:
+            continue  # an empty stack has no folded form
         parts = []
         for fid in frame_ids:
             t = text_cache.get(fid)
@@ -102,8 +104,9 @@ def read(data: bytes, sample_type: SampleType = SAMPLES) -> Profile:
     profile = Profile([sample_type])
     cache: Dict[str, int] = {}
     stacks: Dict[Tuple[int, ...], int] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
+    for lineno, line in enumerate(text.split("\n"), 1):
+        # Only ASCII blanks are separators: a name may begin with other Unicode spaces.
+        line = line.strip(" \t\r")
         if not line:
             continue
         stack_text, sep, count_text = line.rpartition(" ")
