@@ -130,6 +130,12 @@ class _Run:
         self.stopped_at: Optional[float] = None
         self.error: Optional[str] = None
         self.batches: List[Any] = []
+        self.exited: set = set()
+        """Pids the collector saw exit (read before stopping: a stopped collector forgets)."""
+
+    def _note_exits(self) -> None:
+        with contextlib.suppress(Exception):
+            self.exited.update(getattr(self.collector, "exited", None) or ())
 
     def drain(self) -> List[Any]:
         """Drains once; stops the collector when past its deadline. Never raises."""
@@ -140,6 +146,7 @@ class _Run:
             out.append(self.collector.drain())
         except Exception as exc:
             self.error = _one_line(exc)
+        self._note_exits()
         if self.error is not None or time.monotonic() >= self.deadline:
             self.stop()
         return out
@@ -150,6 +157,7 @@ class _Run:
             return
         with contextlib.suppress(Exception):
             self.batches.append(self.collector.drain())
+        self._note_exits()
         with contextlib.suppress(Exception):
             self.collector.stop()
         close = getattr(self.collector, "close", None) if self.owns else None
@@ -547,7 +555,7 @@ def run_profile(
                 result.target_errors[r.pid] = r.error
             else:
                 result.failed[r.name] = r.error
-        if r.name == "python" and r.pid in getattr(r.collector, "exited", []):
+        if r.name == "python" and r.pid in r.exited:
             result.target_errors.setdefault(r.pid, "process exited during the profile")
         covered = (r.stopped_at or time.monotonic()) - r.started
         result.coverage[r.name] = round(max(result.coverage.get(r.name, 0.0), covered), 2)

@@ -28,6 +28,8 @@ from typing import List
 from typing import Optional
 from typing import Sequence
 
+import psutil
+
 from hostprof.model import FrameKind
 from hostprof.model import Profile
 from hostprof.snapshot import facts as facts_mod
@@ -141,6 +143,19 @@ def _attach_native(snap: Snapshot, cpu: Optional[Profile]) -> None:
                 ]
 
 
+def _still_running(t: Target) -> bool:
+    """Whether the target still runs at the end of the snapshot (same process, not a zombie)."""
+    try:
+        proc = psutil.Process(t.pid)
+        if t.create_time and abs(proc.create_time() - t.create_time) > 0.01:
+            return False  # the pid was reused
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True  # cannot tell (permission): do not claim it exited
+
+
 def _status(snap: Snapshot, t: Target) -> Dict[str, Any]:
     reasons: List[str] = []
     ps = snap.stacks.get(t.pid)
@@ -152,7 +167,11 @@ def _status(snap: Snapshot, t: Target) -> Dict[str, Any]:
     perr = snap.profile.target_errors.get(t.pid)
     if perr:
         reasons.append(f"profile: {perr}")
-    exited = bool(ps and ps.exited) or not snap.processes.get(t.pid, {}).get("alive", True)
+    exited = (
+        bool(ps and ps.exited)
+        or not snap.processes.get(t.pid, {}).get("alive", True)
+        or not _still_running(t)
+    )
     if exited and not any("exited" in r for r in reasons):
         reasons.append("process exited during the snapshot")
     if ok_dumps == 0:
