@@ -6,7 +6,7 @@ hot one: ~60 %) and ``render_template``; a background thread runs ``refresh_cach
 
 Usage::
 
-    python -m hostprof.demo_workload [--seconds N]
+    python -m hostprof.demo_workload [--seconds N] [--duty 0.2]
 """
 
 from __future__ import annotations
@@ -64,6 +64,12 @@ def main() -> None:
     """Runs the workload; prints READY once its threads are up."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.0, help="stop after N s (0: never)")
+    parser.add_argument(
+        "--duty",
+        type=float,
+        default=1.0,
+        help="fraction of the time spent working (the rest sleeping)",
+    )
     args = parser.parse_args()
     stop = threading.Event()
     worker = threading.Thread(
@@ -74,7 +80,11 @@ def main() -> None:
     end = time.monotonic() + args.seconds if args.seconds else math.inf
     try:
         while time.monotonic() < end:
+            t0 = time.monotonic()
             handle_request()
+            if args.duty < 1.0:
+                busy = time.monotonic() - t0
+                time.sleep(busy * (1.0 - args.duty) / max(args.duty, 0.01))
     except KeyboardInterrupt:
         pass
     finally:
