@@ -6,8 +6,10 @@ but not Python functions (pyenv's CPython has no frame pointers, so its BPF user
 sees Python stacks per thread with CLOCK_MONOTONIC timestamps. This module joins the two.
 
 Join rule (documented in docs/ebpf.md): the eBPF collectors aggregate in the kernel per
-(thread, time slot) (``slot_ns``, 8.4 ms by default) and report each slot's midpoint. Each
-eBPF row takes the Python stack of the *same tid* whose sample time is *nearest* to that
+(thread, time slot) (``slot_ns``, 8.4 ms by default) and report each slot's midpoint.
+Off-CPU rows (their slot holds the block's start) take the first Python sample of the same
+tid after the slot's end, within ``max_gap_ns``. Other rows (and off-CPU rows without such a
+sample) take the Python stack of the *same tid* whose sample time is *nearest* to that
 midpoint, if it is within ``max_gap_ns`` (default: two sampling intervals plus one slot);
 failing that, the samples just before and after the midpoint if both show the same stack
 (the thread stayed in that function; common for blocked threads and a starved sampler);
@@ -34,6 +36,11 @@ from hostprof.model import Frame
 
 PY_COLLECTOR = "python"
 MERGED_COLLECTORS = ("cpu", "offcpu", "syscalls", "gc")
+FORWARD_COLLECTORS = ("offcpu",)
+"""Rows that stand for a blocked interval starting in their slot: the thread stays in the
+function that blocked for the whole interval, so the first Python sample after the slot's
+end (surely after the block began) is the right one; a sample just before the block may
+belong to the function that ran before."""
 
 
 class _History:
@@ -70,14 +77,19 @@ class PythonMerger:
         max_gap_ns: Optional[int] = None,
         keep_ns: int = 5_000_000_000,
         bracket_ns: int = 1_000_000_000,
+        collector_slots: Optional[Dict[str, int]] = None,
     ) -> None:
         self.max_gap_ns = max_gap_ns if max_gap_ns is not None else 2 * interval_ns + slot_ns
+        self.slot_ns = slot_ns
+        self.collector_slots = dict(collector_slots or {})
+        """Slot widths of collectors whose slots differ from ``slot_ns``."""
         self.bracket_ns = bracket_ns
         self.keep_ns = keep_ns
         self._stacks: List[Tuple[Frame, ...]] = []
         self._stack_ids: Dict[Tuple[Frame, ...], int] = {}
         self._threads: Dict[int, _History] = {}
         self._latest = 0
+        self._held: List[RawBatch] = []
         self.merged = 0
         self.unmatched = 0
         self.abs_gap_ns = 0
@@ -139,6 +151,18 @@ class PythonMerger:
             return int(h.stacks[i]), min(ts - int(h.ts[i - 1]), int(h.ts[i]) - ts)
         return None
 
+    def _lookup_forward(self, tid: int, ts: int, slot_ns: int) -> Optional[Tuple[int, int]]:
+        """The first Python sample of ``tid`` at or after the end of ``ts``'s slot, if it is
+        within ``max_gap_ns`` of that end; (stack id, gap) or None."""
+        h = self._threads.get(tid)
+        if h is None or not len(h.ts):
+            return None
+        start = ts + slot_ns // 2
+        i = int(np.searchsorted(h.ts, start, side="left"))
+        if i < len(h.ts) and int(h.ts[i]) - start <= self.max_gap_ns:
+            return int(h.stacks[i]), int(h.ts[i]) - start
+        return None
+
     # ------------------------------------------------------------------------- ebpf side
     def merge(self, batch: RawBatch) -> RawBatch:
         """Returns ``batch`` with each row's Python stack put above its eBPF frames."""
@@ -153,11 +177,13 @@ class PythonMerger:
         offs = batch.stack_offsets.tolist()
         tids = batch.tid.tolist()
         ts = batch.timestamp_ns.tolist()
+        forward = batch.collector in FORWARD_COLLECTORS
+        slot = self.collector_slots.get(batch.collector, self.slot_ns)
         for i in range(n):
             native = sf[offs[i] : offs[i + 1]]
             py: Optional[Tuple[Frame, ...]] = None
             if ts[i]:
-                py = self._nearest(tids[i], ts[i])
+                py = self._nearest(tids[i], ts[i], forward, slot)
             if py:
                 for f in py:
                     fid = frame_ids.get(f)
@@ -184,8 +210,12 @@ class PythonMerger:
             late=batch.late,
         )
 
-    def _nearest(self, tid: int, ts: int) -> Optional[Tuple[Frame, ...]]:
-        hit = self._lookup(tid, ts)
+    def _nearest(
+        self, tid: int, ts: int, forward: bool = False, slot_ns: int = 0
+    ) -> Optional[Tuple[Frame, ...]]:
+        hit = self._lookup_forward(tid, ts, slot_ns or self.slot_ns) if forward else None
+        if hit is None:
+            hit = self._lookup(tid, ts)
         if hit is None:
             self.unmatched += 1
             return None
@@ -194,11 +224,47 @@ class PythonMerger:
         return self._stacks[hit[0]]
 
     def __call__(self, batches: Sequence[RawBatch]) -> List[RawBatch]:
-        """Session hook: remembers Python batches first, then merges eBPF ones."""
+        """Session hook: remembers Python batches first, then merges eBPF ones.
+
+        Rows newer than their thread's latest Python sample (plus the gap) cannot be judged
+        yet: the sample after them has not been drained. They are held until the next call
+        (or :meth:`flush`), so the rule does not depend on where drains fall.
+        """
         for b in batches:
             if b.collector == PY_COLLECTOR:
                 self.remember(b)
-        return [self.merge(b) if b.collector in MERGED_COLLECTORS else b for b in batches]
+        out: List[RawBatch] = []
+        held, self._held = self._held, []
+        for b in held:
+            out.append(self.merge(b))
+        for b in batches:
+            if b.collector not in MERGED_COLLECTORS:
+                out.append(b)
+                continue
+            late = self._too_new(b)
+            if late.any():
+                self._held.append(_take(b, np.flatnonzero(late)))
+                now = _take(b, np.flatnonzero(~late))
+                now.lost, now.missed, now.late = b.lost, b.missed, b.late
+                b = now
+            out.append(self.merge(b))
+        return out
+
+    def flush(self) -> List[RawBatch]:
+        """Merges and returns the rows still held (call once after the last drain)."""
+        held, self._held = self._held, []
+        return [self.merge(b) for b in held]
+
+    def _too_new(self, batch: RawBatch) -> np.ndarray:
+        """Rows whose thread has Python samples, none of them later than the row."""
+        late = np.zeros(len(batch), dtype=bool)
+        for tid in np.unique(batch.tid).tolist():
+            h = self._threads.get(tid)
+            if h is None or not len(h.ts):
+                continue  # not a sampled Python thread: waiting would not help
+            sel = batch.tid == tid
+            late[sel] = (batch.timestamp_ns[sel] != 0) & (batch.timestamp_ns[sel] > h.ts[-1])
+        return late
 
     def stats(self) -> Dict[str, float]:
         """Join counters: merged and unmatched rows, mean |time gap| in ns."""
@@ -207,3 +273,33 @@ class PythonMerger:
             "unmatched": float(self.unmatched),
             "mean_gap_ns": self.abs_gap_ns / self.merged if self.merged else 0.0,
         }
+
+
+def _take(batch: RawBatch, rows: np.ndarray) -> RawBatch:
+    """The given rows of a batch, as a batch sharing its frame table."""
+    offs = batch.stack_offsets
+    lengths = (offs[1:] - offs[:-1])[rows]
+    new_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    frames = (
+        np.concatenate([batch.stack_frames[offs[r] : offs[r + 1]] for r in rows.tolist()])
+        if len(rows)
+        else np.empty(0, dtype=np.uint32)
+    )
+    return RawBatch(
+        collector=batch.collector,
+        sample_types=batch.sample_types,
+        frames=batch.frames,
+        stack_frames=frames.astype(np.uint32),
+        stack_offsets=new_offsets,
+        values=batch.values[rows],
+        pid=batch.pid[rows],
+        tid=batch.tid[rows],
+        timestamp_ns=batch.timestamp_ns[rows],
+        flags=batch.flags[rows],
+        thread_names=batch.thread_names,
+        # Loss counters stay with the part that is passed on now.
+        lost=0,
+        missed=0,
+        late=0,
+    )

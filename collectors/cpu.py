@@ -24,8 +24,13 @@ from hostprof.collectors._base import Collector
 from hostprof.collectors._batch import RawBatch
 from hostprof.model import CPU_NS
 from hostprof.model import SAMPLES
+from hostprof.model import SampleType
 
 SAMPLE_TYPES = (CPU_NS, SAMPLES)
+EBPF_CPU_NS = SampleType("ebpf_cpu", "nanoseconds")
+EBPF_SAMPLES = SampleType("ebpf_samples", "count")
+SEPARATE_SAMPLE_TYPES = (EBPF_CPU_NS, EBPF_SAMPLES)
+"""Used beside the Python sampler, whose own samples fill ``cpu``/``samples``."""
 
 
 def stack_map_entries(frequency: int, cpus: int, interval_s: float) -> int:
@@ -52,10 +57,12 @@ class CpuCollector(Collector):
         slot_ns: Optional[int] = None,
         interval_s: float = 1.0,
         symbolizer: Optional[Any] = None,
+        separate_types: bool = False,
     ) -> None:
         if not 1 <= frequency <= 10_000:
             raise UsageError(f"cpu frequency must be 1..10000 Hz, got {frequency}")
         self.pids = None if pids is None else [int(p) for p in pids]
+        self.sample_types = SEPARATE_SAMPLE_TYPES if separate_types else SAMPLE_TYPES
         self.frequency = int(frequency)
         self.shift = _ebpf.slot_shift(slot_ns)
         self.cpus = os.cpu_count() or 1
@@ -106,13 +113,13 @@ class CpuCollector(Collector):
 
     def drain(self) -> RawBatch:
         if self._bpf is None or self._stacks is None:
-            return RawBatch.empty(self.name, SAMPLE_TYPES)
+            return RawBatch.empty(self.name, self.sample_types)
         t0 = time.process_time()
         if self.symbolizer is not None:
             self.symbolizer.new_epoch()
         items = _ebpf.drain_map(self._bpf["counts"])
         period_ns = 1_000_000_000 // self.frequency
-        builder = _ebpf.BatchBuilder(self.name, SAMPLE_TYPES)
+        builder = _ebpf.BatchBuilder(self.name, self.sample_types)
         keep: Set[int] = {int(k.ustack) for k, _ in items} | {int(k.kstack) for k, _ in items}
         self._stacks.sweep(keep)  # before symbolising: see StackMap.sweep
         self._stacks.prefetch(

@@ -61,11 +61,17 @@ def _ebpf_factory(name: str) -> CollectorFactory:
         if name == "cpu":
             from hostprof.collectors.cpu import CpuCollector
 
-            return CpuCollector.probe(pids, frequency=int(args.rate) or 99, **slot)
+            # Beside the Python sampler, eBPF CPU samples get their own columns so the two
+            # samplers' CPU time is not added up.
+            separate = "python" in (args.collect or "").split(",")
+            return CpuCollector.probe(
+                pids, frequency=int(args.rate) or 99, separate_types=separate, **slot
+            )
         if name == "offcpu":
             from hostprof.collectors.offcpu import OffCpuCollector
 
-            return OffCpuCollector.probe(pids, **slot)
+            # 1 ms slots: the join looks for a Python sample after the slot a block began in.
+            return OffCpuCollector.probe(pids, slot_ns=1 << 20)
         if name == "syscalls":
             from hostprof.collectors.syscalls import SyscallsCollector
 
@@ -372,12 +378,14 @@ def _record(collectors: List[Collector], pid: int, args: argparse.Namespace) -> 
         static_labels=None,
         drain_interval=0.5,
     )
+    merger = None
     if any(c.name in EBPF_COLLECTORS for c in collectors) and any(
         c.name == "python" for c in collectors
     ):
         from hostprof.merge import PythonMerger
 
-        session.batch_hooks.append(PythonMerger(interval_ns=period))
+        merger = PythonMerger(interval_ns=period, collector_slots={"offcpu": 1 << 20})
+        session.batch_hooks.append(merger)
     session.batch_hooks.append(_thread_roots(args.threads))
     version = ""
     for c in collectors:
@@ -385,9 +393,15 @@ def _record(collectors: List[Collector], pid: int, args: argparse.Namespace) -> 
             version = f" (Python {c.targets[pid].proc.version})"
     what = f"pid {pid}{version}"
     if sys.stderr.isatty():
-        return _record_live(session, what, args)
-    print(f"hostprof: recording {what} at {args.rate:g} Hz; Ctrl-C to stop", file=sys.stderr)
-    return session.run(args.duration)
+        result = _record_live(session, what, args)
+    else:
+        print(f"hostprof: recording {what} at {args.rate:g} Hz; Ctrl-C to stop", file=sys.stderr)
+        result = session.run(args.duration)
+    if merger is not None:
+        # Rows the merger held for a later Python sample: no later drain is coming.
+        for b in merger.flush():
+            session.aggregator.add(b)
+    return result
 
 
 def _record_live(session: Session, what: str, args: argparse.Namespace) -> SessionResult:
