@@ -286,25 +286,28 @@ class ElfFile:
     def symbol_address(self, name: str) -> Optional[int]:
         """Link-time address of a defined symbol, looking only at the tables needed.
 
-        Faster than :meth:`symbols` for one name: it scans the string tables with ``find``.
+        Faster than :meth:`symbols` for one name: it searches ``.dynsym`` first (exported
+        names, small) and the string tables in place, without decoding every symbol.
         """
         if self._symbols is not None:
             hit = self._symbols.get(name)
             return hit[0] if hit else None
-        needle = name.encode() + b"\0"
-        for syms, strtab in self._tables():
-            blob = self.read(strtab.offset, strtab.size)
-            pos = blob.find(b"\0" + needle)
-            offsets = []
-            while pos >= 0:
-                offsets.append(pos + 1)
-                pos = blob.find(b"\0" + needle, pos + 1)
-            if blob.startswith(needle):
-                offsets.append(0)
-            for off in offsets:
-                match = syms[(syms["name"] == off) & (syms["shndx"] != 0)]
-                if len(match):
-                    return int(match["value"][0])
+        needle = b"\0" + name.encode() + b"\0"
+        for wanted in (SHT_DYNSYM, SHT_SYMTAB):
+            for section in self.sections:
+                if section.type != wanted:
+                    continue
+                syms, strtab = self._symbol_arrays(section)
+                start, end = strtab.offset, strtab.offset + strtab.size
+                offsets = []
+                pos = self._data.find(needle, start, end)
+                while pos >= 0:
+                    offsets.append(pos + 1 - start)
+                    pos = self._data.find(needle, pos + 1, end)
+                for off in offsets:
+                    match = syms[(syms["name"] == off) & (syms["shndx"] != 0)]
+                    if len(match):
+                        return int(match["value"][0])
         return None
 
     def function_table(self) -> FunctionTable:

@@ -136,7 +136,7 @@ typedef struct {
     uint64_t stale_codes;    /* cached code objects found replaced at the same address */
 } hp_stats;
 
-#define HP_PAGE_SLOTS 64
+#define HP_PAGE_SLOTS 256
 
 typedef struct {
     pid_t pid;
@@ -145,10 +145,14 @@ typedef struct {
     hp_py_offsets off;
     int max_depth;
     int read_os_state;
+    int nice_boost;           /* sampling thread's nice decrease (root only), 0 = none */
     int fast_os_state;        /* 1 inside hp_sample_loop: wchan instead of stat */
     /* page cache, valid for one sampling instant */
     uint64_t page_addr[HP_PAGE_SLOTS];
     uint64_t page_gen[HP_PAGE_SLOTS];
+    uint64_t page_used_tick[HP_PAGE_SLOTS]; /* last sampling instant that touched the page */
+    uint64_t tick;            /* sampling instants so far (retries share one) */
+    int prefetch;             /* read last instant's pages in one syscall first */
     uint8_t *pages;           /* HP_PAGE_SLOTS * 4096 */
     uint64_t gen;
     /* code cache: open addressing on address -> index into codes */
