@@ -385,12 +385,14 @@ def test_syscalls_and_blocked_time_are_charged_to_python_functions() -> None:
         # WHEN a snapshot with the syscall and off-CPU collectors is taken
         snap = take_snapshot(
             select_targets([t.pid]),
-            Options(profile_seconds=2, collectors=("python", "syscalls", "offcpu")),
+            Options(profile_seconds=3, collectors=("python", "syscalls", "offcpu")),
         )
     assert not snap.profile.failed, snap.profile.failed
+    assert {"syscalls", "offcpu"} <= set(snap.profile.profiles), snap.profile.unavailable
     f = derive(snap.stacks, snap.profile.profiles, snap.profile.duration_ns)
     # THEN the busiest syscalls name the Python function that made them
     by_name = {r["syscall"]: r for r in f["busiest_syscalls"]}
+    assert {"read", "write"} <= set(by_name), f["busiest_syscalls"]
     assert by_name["read"]["count"] > 50
     assert "read_the_pipe" in by_name["read"]["top_caller"]
     assert "write_the_pipe" in by_name["write"]["top_caller"]
