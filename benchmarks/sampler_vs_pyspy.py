@@ -35,7 +35,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 from typing import Dict
 from typing import List
 from typing import Optional
@@ -305,7 +304,7 @@ def record_once(
             "-r",
             str(rate),
             "-d",
-            str(int(round(duration))),
+            str(round(duration)),
             "-o",
             str(out),
             "--format",
@@ -392,6 +391,14 @@ def dump_latency(runs: int) -> Dict[str, float]:
         target.wait()
 
 
+def _medians(results: Dict[str, List[Dict[str, float]]]) -> Dict[str, Dict[str, float]]:
+    """Per tool, the median of each metric over the runs."""
+    return {
+        tool: {m: statistics.median(r[m] for r in runs) for m in runs[0]}
+        for tool, runs in results.items()
+    }
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=8.0)
@@ -410,10 +417,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             for _ in range(args.runs):
                 for tool in ("hostprof", "py-spy"):  # interleaved: same load for both
                     results[tool].append(record_once(tool, WORKLOADS[name], rate, args.duration))
-            med: Callable[[str, str], float] = lambda tool, key: statistics.median(
-                r[key] for r in results[tool]
-            )
-            rows.append((name, rate, {k: {m: med(k, m) for m in results[k][0]} for k in results}))
+            rows.append((name, rate, _medians(results)))
             print(f"... {name} @ {rate} Hz done", file=sys.stderr, flush=True)
     dump = dump_latency(args.runs)
     header = (
