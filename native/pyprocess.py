@@ -185,7 +185,10 @@ class PyProcess:
     @property
     def version(self) -> str:
         """``3.11.7``-style version string of the target."""
-        return pyoffsets.version_string(self.version_hex) + ("t" if self.free_threaded else "")
+        text = pyoffsets.version_string(self.version_hex)
+        if self.version_hex & 0xFF == 0:  # from the file name only: the micro is unknown
+            text = text.rsplit(".", 1)[0]
+        return text + ("t" if self.free_threaded else "")
 
     def close(self) -> None:
         """Releases the native reader."""
