@@ -50,6 +50,7 @@ from hostprof.discovery import read_start_ticks
 from hostprof.metrics import Metrics
 from hostprof.metrics import MetricsServer
 from hostprof.push import LabelPairs
+from hostprof.push import make_fallback
 from hostprof.push import make_sink
 from hostprof.push.sender import Sender
 from hostprof.push.spool import Spool
@@ -241,6 +242,7 @@ class Daemon:
             cfg.store.timeout_s,
             cfg.retry_min_s,
             cfg.retry_max_s,
+            make_fallback(cfg.store),
         )
         self.metrics.set("hostprof_agent_spool_windows", len(spool))
         self.metrics.set("hostprof_agent_spool_bytes", spool.size_bytes)
@@ -778,7 +780,7 @@ class Daemon:
         self.cfg = new
         self.budget.cfg = new.budget
         if new.store != old.store and self.sender is not None:
-            self.sender.set_sink(make_sink(new.store))
+            self.sender.set_sink(make_sink(new.store), make_fallback(new.store))
         if new.rules != old.rules or new.labels != old.labels or new.pid_label != old.pid_label:
             for key in list(self.targets):
                 self._finalize(key, reason="re-attached (config reload)")

@@ -9,7 +9,9 @@ built once and its sample ids never change between retries.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 from typing import List
+from typing import Optional
 from typing import Protocol
 from typing import Tuple
 
@@ -27,9 +29,11 @@ class PushError(Exception):
             is dropped and counted.
     """
 
-    def __init__(self, message: str, retryable: bool) -> None:
+    def __init__(self, message: str, retryable: bool, status: int = 0) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.status = status
+        """HTTP status, or 0 when there was no HTTP response."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,4 +131,18 @@ def make_sink(store) -> Sink:
     return ConnectSink(store)
 
 
-__all__ = ["PushBatch", "PushError", "Series", "Sink", "make_sink"]
+def make_fallback(store) -> Optional[Callable[[], Sink]]:
+    """For connect push to an HTTP store: a factory for the ``/ingest`` sink, used when the
+    store answers 404/405 on the push endpoint (a Pyroscope older than 1.0)."""
+    if store.url.startswith("file://") or store.protocol != "push":
+        return None
+
+    def ingest() -> Sink:
+        from hostprof.push.ingest import IngestSink
+
+        return IngestSink(store)
+
+    return ingest
+
+
+__all__ = ["PushBatch", "PushError", "Series", "Sink", "make_fallback", "make_sink"]

@@ -44,7 +44,9 @@ def post(url: str, body: bytes, headers: Dict[str, str], timeout: float) -> byte
     except urllib.error.HTTPError as exc:
         detail = _detail(exc)
         raise PushError(
-            f"HTTP {exc.code} from {url}{detail}", retryable=exc.code in _RETRYABLE_STATUS
+            f"HTTP {exc.code} from {url}{detail}",
+            retryable=exc.code in _RETRYABLE_STATUS,
+            status=exc.code,
         ) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException, socket.timeout) as exc:
         reason = getattr(exc, "reason", exc)

@@ -13,6 +13,7 @@ import queue
 import random
 import threading
 import time
+from typing import Callable
 from typing import Optional
 
 from hostprof.metrics import Metrics
@@ -35,8 +36,11 @@ class Sender:
         timeout_s: float,
         retry_min_s: float,
         retry_max_s: float,
+        fallback: Optional[Callable[[], Sink]] = None,
     ) -> None:
         self.sink = sink
+        self.fallback = fallback
+        """Makes the /ingest sink if the store has no connect push endpoint (404/405)."""
         self.spool = spool
         self.metrics = metrics
         self.timeout_s = timeout_s
@@ -59,10 +63,11 @@ class Sender:
         """Queues a finished window (never blocks)."""
         self._queue.put(batch)
 
-    def set_sink(self, sink: Sink) -> None:
+    def set_sink(self, sink: Sink, fallback: Optional[Callable[[], Sink]] = None) -> None:
         """Switches destination (config reload); pending windows go to the new one."""
         with self._lock:
             old, self.sink = self.sink, sink
+            self.fallback = fallback
             self._next_retry = 0.0
             self._failures = 0
         old.close()
@@ -129,7 +134,16 @@ class Sender:
     # ----------------------------------------------------------------------- helpers
     def _push(self, batch: PushBatch, timeout: float) -> None:
         t0 = time.monotonic()
-        self.sink.send(batch, timeout)
+        try:
+            self.sink.send(batch, timeout)
+        except PushError as exc:
+            if exc.status not in (404, 405) or self.fallback is None:
+                raise
+            # A store without the connect push endpoint (an older Pyroscope): use /ingest.
+            old, self.sink, self.fallback = self.sink, self.fallback(), None
+            old.close()
+            log.warning("%s: falling back to the legacy /ingest API", exc)
+            self.sink.send(batch, timeout)
         self.metrics.observe("hostprof_agent_push_seconds", time.monotonic() - t0)
         self.metrics.inc("hostprof_agent_windows_pushed_total", len(batch.series))
         self.metrics.inc("hostprof_agent_push_batches_total")

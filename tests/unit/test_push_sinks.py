@@ -149,3 +149,43 @@ def test_file_sink_writes_readable_pprof(tmp_path: Path) -> None:
 def test_spool_record_roundtrip() -> None:
     b = _batch()
     assert PushBatch.from_bytes(b.to_bytes()) == b
+
+
+def test_sender_falls_back_to_ingest_when_push_is_404(tmp_path: Path) -> None:
+    from hostprof.metrics import Metrics
+    from hostprof.push import make_fallback
+    from hostprof.push.sender import Sender
+    from hostprof.push.spool import Spool
+
+    # GIVEN a store that answers 404 on the connect push path, 200 on /ingest (old Pyroscope)
+    s = _Server()
+    try:
+        original = s.httpd.RequestHandlerClass.do_POST
+
+        def do_post(handler) -> None:
+            if handler.path.startswith("/push.v1"):
+                handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
+                handler.send_response(404)
+                handler.send_header("Content-Length", "0")
+                handler.end_headers()
+                return
+            original(handler)
+
+        s.httpd.RequestHandlerClass.do_POST = do_post
+        store = from_toml(f'[store]\nurl = "{s.url}"').store
+        metrics = Metrics()
+        sender = Sender(
+            make_sink(store),
+            Spool(str(tmp_path / "spool"), 10**6),
+            metrics,
+            5,
+            1,
+            2,
+            make_fallback(store),
+        )
+        sender._push(_batch(), timeout=5)
+        assert sender.sink.name == "ingest"
+        assert [p.split("?")[0] for p, _, _ in s.requests] == ["/ingest"]
+        assert metrics.total("hostprof_agent_windows_pushed_total") == 1
+    finally:
+        s.close()
