@@ -277,6 +277,17 @@ class _PySpyRun:
             os.rmdir(self.tmp)
 
 
+def _accepted(cls: type, options: Dict[str, Any]) -> Dict[str, Any]:
+    """The options ``cls``'s constructor takes (probe() passes them on to it)."""
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(options)
+    return {k: v for k, v in options.items() if k in params}
+
+
 def _thread_count(pid: int) -> int:
     try:
         return len(os.listdir(f"/proc/{pid}/task"))
@@ -365,7 +376,7 @@ class _Starter:
                 )
                 continue
             try:
-                coll = cls.probe(pids=self.pids, **self.options)
+                coll = cls.probe(pids=self.pids, **_accepted(cls, self.options))
                 if coll is None:
                     self._note(
                         self.result.unavailable,
@@ -426,6 +437,12 @@ def run_profile(
     hard_end = py_end + EBPF_GRACE
     if "python" in collectors:
         cls = _collector_class("python")
+        # Idle threads' samples are kept when eBPF rows will be merged: a blocked thread then
+        # still has its Python stack, so its off-CPU time and syscalls are charged to it (their
+        # cpu:nanoseconds is 0, so on-CPU views are unchanged). With many threads both the
+        # merge and aggregating every idle sample cost too much Python time: on-CPU only then.
+        load = rate * sum(_thread_count(pid) for pid in pids)
+        merge_on = load <= MERGE_MAX_THREAD_SAMPLES
         if cls is not None:
             result.sources["python"] = "hostprof"
             for pid in pids:
@@ -435,15 +452,12 @@ def run_profile(
                     if attached is not None:
                         proc = attached(pid)
                         try:
-                            # idle=True: blocked threads keep their Python stack, so off-CPU
-                            # time and syscalls can be charged to it (cpu:nanoseconds is 0
-                            # for those samples, so on-CPU views are unchanged).
-                            coll = cls([proc], rate=rate, idle=True)
+                            coll = cls([proc], rate=rate, idle=merge_on)
                             shared = True
                         except TypeError:  # a collector that cannot take attached processes
                             coll = None
                     if coll is None:
-                        coll = cls.probe(pids=[pid], rate=rate, idle=True)
+                        coll = cls.probe(pids=[pid], rate=rate, idle=merge_on)
                     if coll is None:
                         result.target_errors[pid] = "python collector does not apply"
                         continue
@@ -460,8 +474,7 @@ def run_profile(
                 pyspy.start()
                 for pid in fallback:
                     result.target_errors.pop(pid)
-            load = rate * sum(_thread_count(pid) for pid in pids)
-            if load <= MERGE_MAX_THREAD_SAMPLES:
+            if merge_on:
                 with contextlib.suppress(ImportError):
                     from hostprof.merge import PythonMerger
 
@@ -486,6 +499,12 @@ def run_profile(
     # Time slots give each eBPF row a timestamp the merger can join on; without a merger they
     # only cost map entries, so rows stay aggregated over the window.
     ebpf_options: Dict[str, Any] = {}
+    # One symbolizer for every eBPF collector: /proc/kallsyms and each target's ELF files are
+    # then parsed once, not once per collector (measured: 1.4 s per kallsyms parse under load).
+    with contextlib.suppress(ImportError):
+        from hostprof.symbolize import Symbolizer
+
+        ebpf_options["symbolizer"] = Symbolizer()
     if merger is not None:
         with contextlib.suppress(ImportError):
             from hostprof.collectors import _ebpf

@@ -489,11 +489,16 @@ def report_html(snap: Snapshot, interactive: Mapping[str, str]) -> str:
             )
         if name == "python" and len(prof.sample_types) > 1:
             # On-CPU first (what burns CPU), then every thread wherever it is (what hangs).
+            totals = prof.totals()
+            shown = set()
             for st, label in (("cpu:nanoseconds", title), ("wall:nanoseconds", WALL_TITLE)):
                 try:
                     col = prof.sample_type_index(st)
                 except KeyError:
                     continue
+                if totals[col] in shown:
+                    continue  # idle threads were not sampled: wall clock = on-CPU
+                shown.add(totals[col])
                 flames.append(doc.RawHtml(svgflame.render(prof, label, col, "ns", names)))
             continue
         flames.append(doc.RawHtml(svgflame.render(prof, title, 0, unit, names)))
