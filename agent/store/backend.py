@@ -199,8 +199,10 @@ class SQLiteBackend(Backend):
         self.path = Path(path)
         self.readonly = readonly
         self.retention = retention
+        self._lockfile = None
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lockfile = _exclusive_lock(Path(f"{self.path}.lock"))
         elif not self.path.exists():
             raise StorageError(
                 f"no store database at {self.path}", "start 'hostprof store serve' first"
@@ -611,6 +613,9 @@ class SQLiteBackend(Backend):
         if conn is not None:
             conn.close()
             self._local.conn = None
+        if self._lockfile is not None:
+            self._lockfile.close()  # releases the flock
+            self._lockfile = None
 
     # ------------------------------------------------------------------------- reading
     def series(self, tenant: str, query: Optional[Query], start: int, end: int) -> List[SeriesInfo]:
@@ -738,6 +743,26 @@ class SQLiteBackend(Backend):
             "partitions": len(parts),
             "bytes": size,
         }
+
+
+def _exclusive_lock(path: Path):
+    """Holds an exclusive flock on ``path`` for the life of the returned file.
+
+    The in-memory stack table must be the only writer's, so a second server on the same data
+    folder must fail instead of interleaving its stack ids with the first one's.
+    """
+    import fcntl
+
+    f = open(path, "a+b")  # noqa: SIM115 - held open on purpose until close()
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise StorageError(
+            f"another hostprof store is writing {path.parent}",
+            "stop it first, or pass a different --data folder",
+        ) from None
+    return f
 
 
 def _storage_error(exc: BaseException) -> BaseException:

@@ -393,6 +393,8 @@ def pprof_series(
         sample_rate = round(1e9 / prof.period_value)
     out: List[SeriesData] = []
     for key, (batch, values) in prof.groups.items():
+        if len(values) and values.min() < 0:
+            raise FormatError("pprof sample values must not be negative")
         series_labels = dict(base)
         if key:
             series_labels.update(key)

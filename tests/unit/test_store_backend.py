@@ -465,3 +465,13 @@ def test_vectorized_reader_handles_inlined_lines_and_unpacked_ids() -> None:
             (("outer", "inlined", "leaf"), 5),
         ]
     )
+
+
+def test_one_writer_per_data_folder(tmp_path: Path) -> None:
+    first = SQLiteBackend(tmp_path / "s.db")
+    with pytest.raises(StorageError, match="another hostprof store"):
+        SQLiteBackend(tmp_path / "s.db")
+    reader = SQLiteBackend(tmp_path / "s.db", readonly=True)  # readers are welcome
+    reader.close()
+    first.close()
+    SQLiteBackend(tmp_path / "s.db").close()  # the lock goes with the writer
