@@ -138,6 +138,36 @@ class FunctionTable:
         return self.names[i], address - int(self.addresses[i])
 
 
+class LazyFunctionTable(FunctionTable):
+    """A :class:`FunctionTable` whose names are decoded on first use (see
+    :meth:`ElfFile.function_table_lazy`). ``names`` supports ``len`` and indexing."""
+
+    def __init__(
+        self, addresses: np.ndarray, sizes: np.ndarray, name_offsets: np.ndarray, strings: bytes
+    ) -> None:
+        super().__init__(addresses, sizes, _LazyNames(name_offsets, strings))  # type: ignore[arg-type]
+
+
+class _LazyNames:
+    """Symbol names decoded from a string table blob when indexed."""
+
+    def __init__(self, offsets: np.ndarray, strings: bytes) -> None:
+        self._offsets = offsets
+        self._strings = strings
+        self._cache: Dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __getitem__(self, i: int) -> str:
+        name = self._cache.get(i)
+        if name is None:
+            start = int(self._offsets[i])
+            end = self._strings.find(b"\0", start)
+            name = self._cache[i] = self._strings[start:end].decode("utf-8", "replace")
+        return name
+
+
 class ElfFile:
     """An opened ELF64 file. Use :meth:`open` and close it (or use ``with``)."""
 
@@ -309,6 +339,44 @@ class ElfFile:
                     if len(match):
                         return int(match["value"][0])
         return None
+
+    def function_table_lazy(self) -> LazyFunctionTable:
+        """Like :meth:`function_table`, but names are decoded only when looked up.
+
+        Added for the eBPF symbolizer (hostprof.symbolize), which loads the tables of every
+        object a host maps but needs few names from each. The string tables are copied, so
+        the result outlives :meth:`close`.
+        """
+        addrs: List[np.ndarray] = []
+        sizes: List[np.ndarray] = []
+        offs: List[np.ndarray] = []
+        blobs: List[bytes] = []
+        base = 0
+        for syms, strtab in self._tables():
+            kind = syms["info"] & 0xF
+            funcs = syms[
+                ((kind == STT_FUNC) | (kind == STT_GNU_IFUNC))
+                & (syms["value"] != 0)
+                & (syms["shndx"] != 0)
+            ]
+            if not len(funcs):
+                continue
+            addrs.append(funcs["value"].astype(np.uint64))
+            sizes.append(funcs["size"].astype(np.uint64))
+            offs.append(funcs["name"].astype(np.int64) + base)
+            blob = self.read(strtab.offset, strtab.size)
+            blobs.append(blob)
+            base += len(blob)
+        if not addrs:
+            empty = np.empty(0, np.uint64)
+            return LazyFunctionTable(empty, empty, np.empty(0, np.int64), b"")
+        all_addrs = np.concatenate(addrs)
+        all_sizes = np.concatenate(sizes)
+        all_offs = np.concatenate(offs)
+        order = np.lexsort((-all_sizes.astype(np.int64), all_addrs))
+        all_addrs, all_sizes, all_offs = all_addrs[order], all_sizes[order], all_offs[order]
+        keep = np.concatenate(([True], all_addrs[1:] != all_addrs[:-1]))
+        return LazyFunctionTable(all_addrs[keep], all_sizes[keep], all_offs[keep], b"".join(blobs))
 
     def function_table(self) -> FunctionTable:
         """All FUNC (and IFUNC) symbols with nonzero address, sorted, deduplicated by address."""

@@ -14,6 +14,8 @@ Addresses that resolve to nothing become ``[unknown]`` frames carrying the objec
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import os
 import re
@@ -95,37 +97,57 @@ class _ProcessMaps:
         return np.where(ok, i, -1)
 
 
-_KALLSYMS_TEXT = re.compile(rb"^([0-9a-f]+) [tTwW] (\S+)", re.MULTILINE)
+def _malloc_trim() -> None:
+    """Returns free heap memory to the OS (glibc); a no-op elsewhere."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class KernelSymbols:
     """``/proc/kallsyms`` as sorted arrays (text symbols only), loaded on first use.
 
-    Names live in one bytes blob with numpy offsets (about 3 MB for 120k symbols, instead of
+    Names stay in the file's bytes with numpy offsets (about 5 MB for 120k symbols, instead of
     about 20 MB as Python strings); a name is decoded when a lookup returns it.
     """
 
     def __init__(self, path: str = "/proc/kallsyms") -> None:
+        # Parsed with numpy over the raw bytes: every line is "<16 hex digits> <type> <name>"
+        # then "\n" or "\t[module]\n", so no Python object is made per symbol.
         with open(path, "rb") as f:
-            found = _KALLSYMS_TEXT.findall(f.read())
-        addrs = np.fromiter((int(a, 16) for a, _ in found), dtype=np.uint64, count=len(found))
-        names = [n for _, n in found]
-        del found
+            raw = f.read()
+        data = np.frombuffer(raw, dtype=np.uint8)
+        ends = np.flatnonzero(data == 10)
+        starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else np.empty(0, np.int64)
+        ok = (ends - starts) > 19
+        starts, ends = starts[ok], ends[ok]
+        kind = data[starts + 17]
+        text = np.isin(kind, np.frombuffer(b"tTwW", dtype=np.uint8))
+        starts, ends = starts[text], ends[text]
+        # 16 hex digits per line -> 8 big-endian bytes via bytes.fromhex (2 MB of temporaries
+        # for 120k symbols, where a numpy nibble matrix would take 30 MB).
+        digits = data[starts[:, None] + np.arange(16)].tobytes()
+        addrs = np.frombuffer(bytes.fromhex(digits.decode("ascii")), dtype=">u8").astype(np.uint64)
+        del digits
+        tabs = np.flatnonzero(data == 9)
+        name_start = starts + 19
+        # A name ends at the line end, or at a tab before the line end (module symbols).
+        nxt = np.searchsorted(tabs, name_start)
+        tab_at = np.where(nxt < len(tabs), tabs[np.minimum(nxt, max(len(tabs) - 1, 0))], -1)
+        name_end = np.where((tab_at > 0) & (tab_at < ends), tab_at, ends)
         keep = addrs != 0  # kptr_restrict shows zeros to non-root
         order = np.argsort(addrs, kind="stable")
         order = order[keep[order]]
-        self.addresses = addrs[order]
-        picked = [names[i] for i in order.tolist()]
-        lengths = np.fromiter((len(n) for n in picked), dtype=np.int64, count=len(picked))
-        self._offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
-        self._blob = b"".join(picked)
+        self.addresses = addrs[order].astype(np.uint64)
+        self._starts = name_start[order]
+        self._ends = name_end[order]
+        self._blob = raw
         self._cache: Dict[int, str] = {}
         self.restricted = not len(self.addresses)
 
     def name(self, i: int) -> str:
         n = self._cache.get(i)
         if n is None:
-            n = self._blob[self._offsets[i] : self._offsets[i + 1]].decode("ascii", "replace")
+            n = self._blob[int(self._starts[i]) : int(self._ends[i])].decode("ascii", "replace")
             self._cache[i] = n
         return n
 
@@ -154,12 +176,14 @@ class Symbolizer:
         self.frames = 0
         self.unknown = 0
         self.not_mapped = 0
+        self._loaded = False
 
     # ------------------------------------------------------------------------- kernel
     def kernel_frames(self, addrs: Sequence[int]) -> List[Frame]:
         """Kernel frames for addresses, in the given order."""
         if self._kernel is None:
             self._kernel = KernelSymbols()
+            self._loaded = True
         names = self._kernel.lookup_many(np.asarray(addrs, dtype=np.uint64))
         self.frames += len(names)
         self.unknown += sum(1 for n in names if n == UNKNOWN)
@@ -167,8 +191,15 @@ class Symbolizer:
 
     # --------------------------------------------------------------------------- user
     def new_epoch(self) -> None:
-        """Marks a new drain: maps may be re-read once per process per epoch."""
+        """Marks a new drain: maps may be re-read once per process per epoch.
+
+        After a drain that loaded symbol tables, the freed temporary memory (file reads,
+        parsing) is handed back to the OS, so RSS tracks what the caches hold.
+        """
         self._epoch += 1
+        if self._loaded:
+            self._loaded = False
+            _malloc_trim()
         if len(self._gone) > 4096:
             self._gone.clear()
 
@@ -213,9 +244,10 @@ class Symbolizer:
                 key = ef.build_id() or f"ident:{ident}"
                 self._identity[ident] = key
                 if key not in self._objects:
+                    self._loaded = True
                     segs = sorted(ef.segments, key=lambda s: s.offset)
                     self._objects[key] = _Object(
-                        functions=ef.function_table(),
+                        functions=ef.function_table_lazy(),
                         seg_offsets=np.array([s.offset for s in segs], dtype=np.uint64),
                         seg_ends=np.array([s.offset + s.filesz for s in segs], dtype=np.uint64),
                         seg_vaddrs=np.array([s.vaddr for s in segs], dtype=np.uint64),
