@@ -61,6 +61,8 @@ ASSETS_DIR = Path(__file__).parent.parent / "encoders" / "assets"
 DEFAULT_TENANT = "anonymous"
 DEFAULT_MAX_NODES = 2048
 MAX_TIMELINE_POINTS = 1500
+MINUTE = 60
+HOUR = 3600
 _TENANT = re.compile(r"^[A-Za-z0-9_.\-!*'()]{1,150}$")
 _FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,120}$")
 _TYPES = {
@@ -259,6 +261,11 @@ class Store:
 
     def _timeline(self, ids: List[int], start: int, end: int) -> dict:
         step = max(10, math.ceil((end - start) / MAX_TIMELINE_POINTS / 10) * 10)
+        # Whole minutes or hours let the storage sum rollup rows instead of raw windows.
+        for width in (HOUR, MINUTE):
+            if step > width:
+                step = math.ceil(step / width) * width
+                break
         first = start - start % step
         buckets = max(1, math.ceil((end - first) / step))
         samples = [0] * buckets

@@ -475,3 +475,29 @@ def test_one_writer_per_data_folder(tmp_path: Path) -> None:
     reader.close()
     first.close()
     SQLiteBackend(tmp_path / "s.db").close()  # the lock goes with the writer
+
+
+def test_timeline_totals_from_rollups_are_exact(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(backend_mod, "ROLL_INTERVAL", 3600.0)
+    b = SQLiteBackend(tmp_path / "s.db")
+    rng = random.Random(5)
+    points = [(DAY0 + rng.randrange(0, 86400 * 2), rng.randrange(1, 100)) for _ in range(300)]
+    b.write("t", [_upload({("a",): v}, ts) for ts, v in points[:200]])
+    b.flush()  # rolled up
+    b.write("t", [_upload({("a",): v}, ts) for ts, v in points[200:]])  # not yet
+    (s,) = b.series("t", None, 0, 2**40)
+    for step, start in (
+        (60, DAY0),
+        (3600, DAY0),
+        (7200, DAY0 + 3600),
+        (120, DAY0 + 60),
+        (10, DAY0),
+    ):
+        end = start + 2 * 86400
+        want: Dict[int, int] = {}
+        for ts, v in points:
+            if start <= ts < end:
+                want[(ts - start) // step] = want.get((ts - start) // step, 0) + v
+        got = {k[1]: v for k, v in b.totals([s.id], start, end, step).items()}
+        assert got == want, step
+    b.close()
