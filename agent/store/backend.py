@@ -655,9 +655,7 @@ class SQLiteBackend(Backend):
         blobs: List[bytes] = []
         try:
             for table, lo, hi in _plan(start, end):
-                for day in range(lo // DAY, (hi - 1) // DAY + 1):
-                    if day not in parts:
-                        continue
+                for day in _days(parts, lo, hi):
                     a, b = max(lo, day * DAY), min(hi, (day + 1) * DAY)
                     blobs += [
                         r[0]
@@ -702,9 +700,7 @@ class SQLiteBackend(Backend):
         conn, parts = self._snapshot()
         out: Dict[Tuple[int, int], int] = {}
         try:
-            for day in range(start // DAY, (end - 1) // DAY + 1):
-                if day not in parts:
-                    continue
+            for day in _days(parts, start, end):
                 sqls = [(f"{table}_{day}", "")]
                 if table != "raw":
                     sqls.append((f"raw_{day}", f"AND rowid > {int(parts[day])}"))
@@ -754,6 +750,13 @@ class SQLiteBackend(Backend):
             "partitions": len(parts),
             "bytes": size,
         }
+
+
+def _days(parts: Dict[int, int], start: int, end: int) -> List[int]:
+    """The existing partitions that overlap [start, end) (never a loop over the range itself:
+    a query may span 10^12 days)."""
+    first, last = start // DAY, (end - 1) // DAY
+    return sorted(d for d in parts if first <= d <= last)
 
 
 def _exclusive_lock(path: Path):

@@ -480,7 +480,8 @@ class Store:
     def q_select_series(self, tenant: str, req):
         start, end = self._q_range(req, 1)
         _query, series = self._typed(tenant, req, start, end)
-        step = max(1, int(req.step or 15))
+        step = req.step if math.isfinite(req.step) and req.step > 0 else 15.0
+        step = int(min(max(step, 1.0), 365 * 86400))
         groups: Dict[Tuple[Tuple[str, str], ...], List[int]] = {}
         for s in series:
             key = tuple((g, s.labels.get(g, "")) for g in req.group_by)

@@ -857,3 +857,27 @@ def test_cli_ls_and_query(store: Server, tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_huge_ranges_and_odd_numbers_stay_cheap(store: Server) -> None:
+    t0 = time.monotonic()
+    r = httpx.get(
+        f"{store.url}/pyroscope/render",
+        params={"query": CPU, "from": "0", "until": str(10**16)},
+        timeout=30,
+    )
+    assert r.status_code == 200 and len(r.json()["timeline"]["samples"]) <= 1500
+    for step in ("Infinity", "NaN", -5, 1e-9):
+        r = httpx.post(
+            f"{store.url}/querier.v1.QuerierService/SelectSeries",
+            timeout=30,
+            json={
+                "profileTypeID": CPU,
+                "labelSelector": "{}",
+                "start": "0",
+                "end": str(10**15),
+                "step": step,
+            },
+        )
+        assert r.status_code == 200, r.text
+    assert time.monotonic() - t0 < 20
