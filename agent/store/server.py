@@ -512,6 +512,24 @@ class Store:
         out.flamegraph.max_self = fb["maxSelf"]
         return out
 
+    def q_select_merge_span_profile(self, tenant: str, req):
+        # Samples are not stored per span (no span_id labels are kept), so the span flamegraph
+        # is empty rather than an error that would break Grafana's trace-to-profile view.
+        parse_profile_type(req.profile_typeID or "x:x:x:x:x")
+        out = messages("querier.v1.SelectMergeSpanProfileResponse")()
+        out.flamegraph.names.append("total")
+        out.flamegraph.levels.add().values.extend([0, 0, 0, 0])
+        return out
+
+    def q_profile_stats(self, tenant: str, req):
+        series = self.backend.series(tenant, None, 0, 2**62)
+        out = messages("types.v1.GetProfileStatsResponse")()
+        if series:
+            out.data_ingested = True
+            out.oldest_profile_time = min(s.first_ts for s in series) * 1000
+            out.newest_profile_time = (max(s.last_ts for s in series) + 10) * 1000
+        return out
+
     def q_select_merge_profile(self, tenant: str, req):
         start, end = self._q_range(req, 1)
         query, series = self._typed(tenant, req, start, end)
@@ -532,6 +550,11 @@ _QUERIER = {
         Store.q_select_merge_stacktraces,
     ),
     "SelectMergeProfile": ("querier.v1.SelectMergeProfileRequest", Store.q_select_merge_profile),
+    "SelectMergeSpanProfile": (
+        "querier.v1.SelectMergeSpanProfileRequest",
+        Store.q_select_merge_span_profile,
+    ),
+    "GetProfileStats": ("types.v1.GetProfileStatsRequest", Store.q_profile_stats),
 }
 
 

@@ -436,6 +436,27 @@ def test_connect_querier_methods(store: Server, tmp_path: Path) -> None:
         )
         assert top.returncode == 0, top.stderr
         assert " x" in top.stdout or "x\n" in top.stdout
+    # GetProfileStats and (span-less) SelectMergeSpanProfile, which Grafana also calls
+    stats = _connect(
+        store,
+        "GetProfileStats",
+        messages("types.v1.GetProfileStatsRequest")(),
+        "types.v1.GetProfileStatsResponse",
+        "querier",
+    )
+    assert stats.data_ingested
+    assert stats.oldest_profile_time <= (now - 30) * 1000 < stats.newest_profile_time
+    req = messages("querier.v1.SelectMergeSpanProfileRequest")(
+        profile_typeID=CPU,
+        label_selector="{}",
+        span_selector=["9a517183f26a089d"],
+        start=start_ms,
+        end=end_ms,
+    )
+    span = _connect(
+        store, "SelectMergeSpanProfile", req, "querier.v1.SelectMergeSpanProfileResponse", "querier"
+    )
+    assert span.flamegraph.total == 0
     # JSON encoding of the same API (what the web UI uses for ProfileTypes)
     r = httpx.post(
         f"{store.url}/querier.v1.QuerierService/ProfileTypes",
