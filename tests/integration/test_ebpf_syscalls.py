@@ -78,11 +78,14 @@ def test_syscall_counts_and_python_functions() -> None:
     # THEN counts match the truth within 2 %
     got = {"read": 0, "write": 0, "newfstatat": 0}
     right = dict.fromkeys(got, 0)
+    joined = dict.fromkeys(got, 0)
     for frames, values, pid, _tid in merged:
         name = frames[-1].function[len("<syscall:") : -1]
         if pid != t.pid or name not in got:
             continue
         got[name] += values[0]
+        if python_functions(frames):
+            joined[name] += values[0]
         if PHASE[name] in python_functions(frames):
             right[name] += values[0]
     truth["newfstatat"] = truth.pop("stat")
@@ -90,11 +93,13 @@ def test_syscall_counts_and_python_functions() -> None:
         # +2: the RESULT print is a write, a readline may be in flight
         assert abs(got[name] - n) <= 0.02 * n + 2, (name, got[name], n)
     # AND each syscall sits under the Python function that made it. The join error is the
-    # share charged elsewhere: 1-3 % measured here at 500 Hz with 1 ms slots and 100 ms
-    # phases, up to ~11 % when the 2-core machine ran at load average 11 (the Python sampler
-    # starves); see docs/ebpf.md.
+    # share of joined calls charged elsewhere: 0.3-3 % measured here at 500 Hz with 1 ms slots
+    # and 100 ms phases. Calls left without a Python stack (the sampler starved for longer
+    # than the gap, seen at load averages of 10-28 on this 2-core machine) are counted apart;
+    # see docs/ebpf.md.
     for name in got:
-        share = right[name] / got[name]
-        print(f"{name}: {got[name]} calls, {share:.4f} under {PHASE[name]}")
-        assert share >= 0.85, (name, share)
+        share = right[name] / joined[name]
+        print(f"{name}: {got[name]} calls, {joined[name]} joined, {share:.4f} under {PHASE[name]}")
+        assert joined[name] >= 0.7 * got[name], (name, joined[name], got[name])
+        assert share >= 0.93, (name, share)
     assert sysc.histogram["read"].sum() >= truth["read"]
