@@ -36,6 +36,7 @@ import numpy as np
 from hostprof import config as config_mod
 from hostprof._errors import HostprofError
 from hostprof._errors import ProcessGoneError
+from hostprof._errors import StorageError
 from hostprof.budget import Action
 from hostprof.budget import Budget
 from hostprof.collectors._base import Collector
@@ -227,7 +228,13 @@ class Daemon:
 
     def _setup(self) -> None:
         cfg = self.cfg
-        spool = Spool(cfg.spool_dir, int(cfg.spool_max_mb * 1024 * 1024))
+        try:
+            spool = Spool(cfg.spool_dir, int(cfg.spool_max_mb * 1024 * 1024))
+        except OSError as exc:
+            raise StorageError(
+                f"cannot use spool folder {cfg.spool_dir}: {exc.strerror}",
+                "set agent.spool_dir (or --spool-dir) to a writable folder, or run as root",
+            ) from None
         if len(spool) or spool.partial_removed:
             log.info(
                 "spool %s: %d windows to retry (%d partial writes discarded)",
@@ -246,7 +253,13 @@ class Daemon:
         )
         self.metrics.set("hostprof_agent_spool_windows", len(spool))
         self.metrics.set("hostprof_agent_spool_bytes", spool.size_bytes)
-        self.status_server = StatusServer(cfg.status_socket, self.state)
+        try:
+            self.status_server = StatusServer(cfg.status_socket, self.state)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create status socket {cfg.status_socket}: {exc.strerror}",
+                "set agent.status_socket (or --status-socket) to a writable path, or run as root",
+            ) from None
         if cfg.metrics_addr:
             try:
                 self.metrics_server = MetricsServer(self.metrics, cfg.metrics_addr)

@@ -2,8 +2,8 @@
 budget (measured from /proc, not from its own report) and say what it gave up.
 
 The default budget (1 % of one core) is used as is, with 2 s windows and 2 s budget
-intervals to keep the test short. The agent is given 35 s to settle (warm-up, rate cuts,
-shedding); its CPU is then measured over 20 s from /proc/PID/stat.
+intervals to keep the test short. The agent is given 30 s to settle (warm-up, rate cuts,
+shedding); its CPU is then measured over 15 s from /proc/PID/stat.
 """
 
 from __future__ import annotations
@@ -48,11 +48,11 @@ def test_twenty_busy_targets_at_1khz_stay_within_budget(tmp_path: Path) -> None:
         agent.start()
         wait_for(lambda: len(agent.status()["targets"]) == N_TARGETS, 20, "all targets attached")
         # GIVEN the agent has had time to react (warm-up + a few budget steps)
-        time.sleep(35)
-        # WHEN its CPU is measured from /proc over 20 s
+        time.sleep(30)
+        # WHEN its CPU is measured from /proc over 15 s
         pid = agent.proc.pid
         c0, t0 = _cpu_seconds(pid), time.monotonic()
-        time.sleep(20)
+        time.sleep(15)
         c1, t1 = _cpu_seconds(pid), time.monotonic()
         used = 100.0 * (c1 - c0) / (t1 - t0)
         state = agent.status()
