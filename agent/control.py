@@ -18,8 +18,8 @@ from typing import Callable
 from typing import Dict
 from typing import Optional
 
-from hostprof._errors import HostprofError
 from hostprof._errors import StorageError
+from hostprof._errors import UsageError
 
 log = logging.getLogger("hostprof.agent")
 
@@ -106,12 +106,12 @@ def read_status(path: str, timeout: float = 5.0) -> Dict[str, Any]:
                 break
             chunks.append(data)
     except FileNotFoundError:
-        raise HostprofError(
+        raise UsageError(
             f"no agent status socket at {path}",
             "is the agent running? (systemctl status hostprof-agent, or pass --socket / --config)",
         ) from None
     except OSError as exc:
-        raise HostprofError(
+        raise UsageError(
             f"cannot read agent status from {path}: {exc.strerror or exc}",
             "is the agent running? status needs the same user as the agent",
         ) from None

@@ -12,6 +12,7 @@ from typing import Dict
 from typing import Set
 
 from hostprof.push import PushBatch
+from hostprof.push import PushError
 from hostprof.push import Series
 from hostprof.push._http import auth_headers
 from hostprof.push._http import post
@@ -54,7 +55,14 @@ class IngestSink:
                     "spyName": "hostprof",
                 }
             )
-            post(f"{self.base}?{query}", gzip.compress(s.profile, mtime=0), self.headers, timeout)
+            try:
+                post(
+                    f"{self.base}?{query}", gzip.compress(s.profile, mtime=0), self.headers, timeout
+                )
+            except PushError as exc:
+                if not exc.retryable:
+                    self._done.pop(batch.batch_id, None)  # dropped for good: forget it
+                raise
             done.add(s.sample_id)
         self._done.pop(batch.batch_id, None)
 
