@@ -185,6 +185,10 @@ def _collapse_unknown(frames: Tuple[Frame, ...]) -> Tuple[Frame, ...]:
     return tuple(out)
 
 
+FULL_SWEEP_EVERY = 32
+"""Every this many drains the stack sweep walks the whole map instead of the known ids."""
+
+
 class StackMap:
     """Reads a BPF stack map by id, caches the frames per id, and sweeps unused ids.
 
@@ -199,6 +203,8 @@ class StackMap:
         self._kernel: Dict[int, Tuple[Frame, ...]] = {}
         self._user: Dict[Tuple[int, int], Tuple[Frame, ...]] = {}
         self._previous: Set[int] = set()
+        self._known: Set[int] = set()  # ids seen in drained keys and not deleted yet
+        self._sweeps = 0
         self.evicted = 0
 
     def _addresses(self, stack_id: int) -> Optional[List[int]]:
@@ -279,13 +285,18 @@ class StackMap:
         new sample can pick up an id that is then deleted stays a few milliseconds long; ids
         of the previous drain are kept because hot stacks recur in that window.
         """
+        keep = {sid for sid in keep if sid >= 0}
         protect = keep | self._previous
         self._previous = set(keep)
-        gone = []
-        for k in self._table:
-            sid = int(k.value)
-            if sid not in protect:
-                gone.append(sid)
+        self._sweeps += 1
+        if self._sweeps % FULL_SWEEP_EVERY == 0:
+            # Ids whose counts never reached us (an aggregation map was full) are in the map
+            # but not in _known: walk the whole map now and then (one syscall per key).
+            present = {int(k.value) for k in self._table}
+        else:
+            present = self._known
+        gone = [sid for sid in present if sid not in protect]
+        self._known = (self._known | keep) - set(gone)
         for sid in gone:
             with contextlib.suppress(KeyError):
                 del self._table[ctypes.c_int(sid)]
