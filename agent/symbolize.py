@@ -35,6 +35,8 @@ from hostprof.model import Frame
 from hostprof.model import FrameKind
 
 UNKNOWN = "[unknown]"
+IDLE_EPOCHS = 16
+"""Drains after which the cached maps of a process not seen since are dropped."""
 NOT_MAPPED = Frame("[not mapped]", "", 0, FrameKind.NATIVE)
 """Marks a user address outside every executable mapping of a live process (see
 :meth:`Symbolizer.user_frames`); stack builders drop it."""
@@ -84,6 +86,7 @@ class _ProcessMaps:
     def __init__(self, pid: int, epoch: int) -> None:
         self.pid = pid
         self.epoch = epoch
+        self.used = epoch
         maps = read_exec_maps(pid)
         self.maps = maps
         self.objects: Dict[int, Optional[_Object]] = {}  # mapping index -> its object
@@ -197,11 +200,15 @@ class Symbolizer:
         parsing) is handed back to the OS, so RSS tracks what the caches hold.
         """
         self._epoch += 1
+        if self._epoch % IDLE_EPOCHS == 0:
+            # Forget processes not symbolised lately (most have exited): bounded memory on
+            # hosts that start and stop processes all day.
+            for pid in [p for p, pm in self._procs.items() if pm.used < self._epoch - IDLE_EPOCHS]:
+                del self._procs[pid]
+            self._gone = {p: e for p, e in self._gone.items() if e >= self._epoch - IDLE_EPOCHS}
         if self._loaded:
             self._loaded = False
             _malloc_trim()
-        if len(self._gone) > 4096:
-            self._gone.clear()
 
     def forget(self, pid: int) -> None:
         """Drops the cached maps of a process (it exited or re-mapped)."""
@@ -209,6 +216,8 @@ class Symbolizer:
 
     def _maps(self, pid: int, refresh: bool = False) -> Optional[_ProcessMaps]:
         pm = self._procs.get(pid)
+        if pm is not None:
+            pm.used = self._epoch
         if pm is not None and refresh and pm.epoch == self._epoch:
             return pm  # already re-read during this drain
         if pm is None or refresh:

@@ -319,6 +319,8 @@ class ThreadNames:
         key = (pid, tid)
         name = self._names.get(key)
         if name is None:
+            if len(self._names) > 65536:
+                self._names.clear()  # bounded: most entries belong to exited threads
             try:
                 with open(f"/proc/{pid}/task/{tid}/comm") as f:
                     name = f.read().strip()
