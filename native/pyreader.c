@@ -580,6 +580,7 @@ int hp_reader_init(hp_reader *r, pid_t pid, uint64_t runtime_addr, const hp_py_o
     r->read_os_state = 1;
     r->nice_boost = 5;
     r->prefetch = 1;
+    r->rng = (uint64_t)hp_monotonic_ns() * 0x9E3779B97F4A7C15ULL | 1;
     r->tick = 1;
     r->gen = 1;
     r->pages = malloc(HP_PAGE_SLOTS * PAGE);
@@ -873,11 +874,18 @@ int hp_sample_loop(hp_reader *r, int64_t interval_ns) {
             result = HP_ERR_GONE;
             break;
         }
+        /* Ticks sit on a fixed grid (so the mean rate is exact), each shifted by a random
+         * offset within +-interval/2: a workload whose period divides the interval would
+         * otherwise be sampled at the same phase every time (aliasing). */
         next += interval_ns;
+        r->rng ^= r->rng << 13;
+        r->rng ^= r->rng >> 7;
+        r->rng ^= r->rng << 17;
+        int64_t wake = next + (int64_t)(r->rng % (uint64_t)interval_ns) - interval_ns / 2;
         int64_t now = hp_monotonic_ns();
-        if (now > next) {
+        if (now > wake) {
             /* Behind schedule: skip the missed ticks instead of bursting to catch up. */
-            int64_t missed = (now - next) / interval_ns;
+            int64_t missed = (now - wake) / interval_ns;
             if (missed > 0) {
                 pthread_mutex_lock(&r->lock);
                 r->stats.late += (uint64_t)missed;
@@ -886,7 +894,7 @@ int hp_sample_loop(hp_reader *r, int64_t interval_ns) {
             }
             continue;
         }
-        struct timespec ts = {next / 1000000000LL, next % 1000000000LL};
+        struct timespec ts = {wake / 1000000000LL, wake % 1000000000LL};
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR && !r->stop) {
         }
     }

@@ -153,6 +153,7 @@ typedef struct {
     uint64_t page_used_tick[HP_PAGE_SLOTS]; /* last sampling instant that touched the page */
     uint64_t tick;            /* sampling instants so far (retries share one) */
     int prefetch;             /* read last instant's pages in one syscall first */
+    uint64_t rng;             /* xorshift state for tick jitter */
     uint8_t *pages;           /* HP_PAGE_SLOTS * 4096 */
     uint64_t gen;
     /* code cache: open addressing on address -> index into codes */
