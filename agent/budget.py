@@ -12,9 +12,10 @@ Order of actions when over budget (each is logged, counted in /metrics and liste
 The first two intervals after start are not acted on (they measure imports and the first
 scan, not the steady state). Memory over budget skips step 1 (rates do not hold memory) and
 goes to steps 2 and 3.
-When usage stays under half the budget for three intervals in a row, the newest action is
-undone; each undo doubles the wait before the next one (up to 48 intervals), so the agent
-settles instead of oscillating.
+When usage stays under 40 % of the budget for three intervals in a row (and, to bring back a
+shed target, would stay under 60 % with one more target), the newest action is undone. Each
+undo doubles the wait before the next one (up to 48 intervals), so the agent settles instead
+of oscillating.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Budget:
         self._calm = 0
         self._undo_wait = 3
         self._warmup = 2  # the first intervals measure start-up (imports, first scan)
+        self.measured_s = 0.0
 
     def measure(self, pids: Tuple[int, ...] = ()) -> Tuple[float, int]:
         """Updates and returns (CPU % of one core since the last call, RSS bytes).
@@ -90,6 +92,7 @@ class Budget:
             cpu += c
             rss += r
         now = time.monotonic()
+        self.measured_s = now - self._t0 if self._cpu0 is not None else 0.0
         if self._cpu0 is not None and now > self._t0:
             self.cpu_percent = 100.0 * (cpu - self._cpu0) / (now - self._t0)
         self._cpu0, self._t0 = cpu, now
@@ -110,6 +113,8 @@ class Budget:
         if self._warmup > 0:
             self._warmup -= 1
             return None
+        if self.measured_s < self.cfg.interval_s / 2:
+            return None  # too short to judge (e.g. right after an action)
         over_cpu = self.cpu_percent > self.cfg.max_cpu_percent
         over_mem = self.rss_bytes > self.cfg.max_memory_mb * 1024 * 1024
         now = time.time_ns()
@@ -146,11 +151,13 @@ class Budget:
                     )
                 )
             return None
-        if (
-            self.cpu_percent < self.cfg.max_cpu_percent / 2
-            and self.rss_bytes < self.cfg.max_memory_mb * 1048576 * 0.7
-            and self._stack
-        ):
+        running = len(targets_by_shed_order)
+        headroom = self.cpu_percent < self.cfg.max_cpu_percent * 0.4
+        if headroom and self._stack and self._stack[-1].kind == "shed_targets" and running:
+            # Bringing a target back: only when usage scaled by one more target stays well
+            # under the budget (usage is not all per target, so this is conservative).
+            headroom = self.cpu_percent * (running + 1) / running < self.cfg.max_cpu_percent * 0.6
+        if headroom and self.rss_bytes < self.cfg.max_memory_mb * 1048576 * 0.7 and self._stack:
             self._calm += 1
             if self._calm >= self._undo_wait:
                 self._calm = 0
@@ -159,6 +166,17 @@ class Budget:
         else:
             self._calm = 0
         return None
+
+    def rebaseline(self, pids: Tuple[int, ...] = ()) -> None:
+        """Starts the next measurement now, so an action's own cost (restarting collectors,
+        final drains) is not counted as steady-state usage."""
+        cpu, _ = process_usage(os.getpid())
+        for pid in pids:
+            try:
+                cpu += process_usage(pid)[0]
+            except OSError:
+                continue
+        self._cpu0, self._t0 = cpu, time.monotonic()
 
     def _take(self, action: Action) -> Action:
         if action.kind == "lower_rates":

@@ -131,7 +131,7 @@ class BudgetConfig:
     """RSS the agent may use, in MiB."""
     interval_s: float = 5.0
     """How often usage is measured and acted on."""
-    min_rate_hz: float = 1.0
+    min_rate_hz: float = 10.0
     """Rates are never lowered below this; targets are shed instead."""
 
 
@@ -397,7 +397,7 @@ def from_dict(data: Mapping[str, Any]) -> AgentConfig:
         max_cpu_percent=budget_s.num("max_cpu_percent", 1.0),
         max_memory_mb=budget_s.num("max_memory_mb", 256.0),
         interval_s=budget_s.num("interval_s", 5.0),
-        min_rate_hz=budget_s.num("min_rate_hz", 1.0),
+        min_rate_hz=budget_s.num("min_rate_hz", 10.0),
     )
     budget_s.check_unknown()
     rules_raw = root._get("rule")

@@ -323,7 +323,7 @@ class Daemon:
                 next_drain = now + cfg.drain_interval_s
             if now >= next_budget:
                 self._budget_tick()
-                next_budget = now + cfg.budget.interval_s
+                next_budget = time.monotonic() + cfg.budget.interval_s
             self._snapshot = self._build_state()
             until_window = (self._window_start + self.window_ns - time.time_ns()) / 1e9
             timeout = min(next_discovery, next_drain, next_budget) - time.monotonic()
@@ -700,6 +700,7 @@ class Daemon:
         if action is not None:
             self.metrics.inc("hostprof_agent_budget_actions_total", action=action.kind)
             self._apply(action)
+            self.budget.rebaseline(self._helper_pids())
 
     def _usage_metrics(self) -> None:
         self.metrics.set("hostprof_agent_cpu_percent", round(self.budget.cpu_percent, 3))
