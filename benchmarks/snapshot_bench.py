@@ -115,6 +115,8 @@ def main() -> int:
                         data = json.load(tar.extractfile(m))  # type: ignore[arg-type]
                         for name, secs in data["profile"]["coverage_seconds"].items():
                             coverage.setdefault(name, []).append(secs)
+                        if walls[-1] > opts.profile_seconds + 3:
+                            print(f"run {i + 1}: {walls[-1]:.2f} s, phases: {data['timings']}")
             base.append(pyspy_each(pids))
     finally:
         for p in procs:

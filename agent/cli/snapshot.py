@@ -5,12 +5,31 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from hostprof._errors import EXIT_OK
 from hostprof._errors import EXIT_PARTIAL
 from hostprof._errors import UsageError
 from hostprof.cli._common import Command
 from hostprof.cli._common import positive_float
+
+BUDGET_SLACK = 3.0
+"""The whole command should take at most --profile-seconds + this (issue 7)."""
+
+WRITE_RESERVE = 0.8
+"""Seconds kept for findings, reports and the archive after the last collector stops."""
+
+
+def _deadline(profile_seconds: float) -> float:
+    """CLOCK_MONOTONIC time the eBPF collectors must stop by, counted from this process's start
+    (interpreter start-up and imports are part of what the responder waits for)."""
+    try:
+        import psutil
+
+        started_ago = max(0.0, time.time() - psutil.Process().create_time())
+    except Exception:
+        started_ago = 0.0
+    return time.monotonic() - started_ago + profile_seconds + BUDGET_SLACK - WRITE_RESERVE
 
 
 class SnapshotCommand(Command):
@@ -139,7 +158,10 @@ class SnapshotCommand(Command):
             + (" …" if len(targets) > 20 else "")
         )
         options = Options(
-            profile_seconds=args.profile_seconds, with_locals=args.locals, rate=args.rate
+            profile_seconds=args.profile_seconds,
+            with_locals=args.locals,
+            rate=args.rate,
+            deadline=_deadline(args.profile_seconds),
         )
         snap = take_snapshot(targets, options, progress=say)
         path, size = write_archive(snap, args.output or default_path(snap))

@@ -603,6 +603,7 @@ def snapshot_json(snap: Snapshot, files: Mapping[str, str]) -> Dict[str, Any]:
         "started": _when(snap.started_ns),
         "started_ns": snap.started_ns,
         "elapsed_seconds": round(snap.elapsed_s, 3),
+        "timings": snap.timings,
         "partial": snap.partial,
         "partial_reasons": snap.partial_reasons(),
         "options": {

@@ -67,6 +67,9 @@ class Options:
     """Python sampling rate per target (Hz); lowered for many targets."""
     collectors: Sequence[str] = ("python", *EBPF_COLLECTORS)
     """Collectors to try."""
+    deadline: Optional[float] = None
+    """CLOCK_MONOTONIC time the eBPF collectors must stop by (the command's time budget minus
+    the time writing the archive takes); None: one second after the Python window."""
 
 
 @dataclasses.dataclass
@@ -86,6 +89,12 @@ class Snapshot:
     readers_used: List[str] = dataclasses.field(default_factory=list)
     unavailable: Dict[str, str] = dataclasses.field(default_factory=dict)
     elapsed_s: float = 0.0
+    timings: Dict[str, float] = dataclasses.field(default_factory=dict)
+    """Seconds from the start of :func:`take_snapshot` to each phase's end (diagnostics)."""
+
+    def mark(self, phase: str, t0: float) -> None:
+        """Records that ``phase`` ended now."""
+        self.timings[phase] = round(time.monotonic() - t0, 3)
 
     @property
     def id(self) -> str:
@@ -224,9 +233,13 @@ def take_snapshot(
                             facts_mod.process_facts, t.pid, snap.redactor
                         )
 
+        first_dump = threading.Event()
+
         def on_round(n: int) -> None:
+            snap.mark(f"dump {n}", t0)
             say(f"dump {n} of 2 taken")
             if n == 1:
+                first_dump.set()
                 submit_facts()
 
         dumps_box: Dict[str, Any] = {}
@@ -259,9 +272,13 @@ def take_snapshot(
                 options.collectors,
                 on_window_open=start_dumps,
                 attached=getattr(chain[0][1], "process", None) if chain else None,
+                deadline=options.deadline,
+                first_dump_done=first_dump,
             )
+        snap.mark("profile", t0)
         for th in dump_thread:
             th.join()
+        snap.mark("dumps joined", t0)
         submit_facts()  # no Python targets, or the dumps failed before round 1
         snap.stacks = dumps_box.get("stacks", {})
         if "error" in dumps_box:
@@ -269,8 +286,10 @@ def take_snapshot(
                 snap.stacks.setdefault(pid, ProcessStacks(pid)).errors.append(dumps_box["error"])
         for pid, fut in fact_futs.items():
             snap.processes[pid] = fut.result()
+        snap.mark("process facts", t0)
         snap.host = host_fut.result()
         snap.host["top"] = cpu.top(snap.redactor)
+        snap.mark("host facts", t0)
     close_readers(chain)
     for pid in py_pids:
         snap.stacks.setdefault(pid, ProcessStacks(pid))
@@ -282,5 +301,6 @@ def take_snapshot(
     snap.findings = derive(snap.stacks, snap.profile.profiles, snap.profile.duration_ns)
     for t in targets:
         snap.statuses[t.pid] = _status(snap, t)
+    snap.mark("findings", t0)
     snap.elapsed_s = time.monotonic() - t0
     return snap
