@@ -142,6 +142,7 @@ class _Handle:
     samples: int = 0
     drain_s: float = 0.0
     revivals: List[float] = dataclasses.field(default_factory=list)
+    busy_s: float = 0.0
     state: str = "starting"
     """``running``, ``failed``, ``dropped`` (budget), ``n/a`` (does not apply)."""
 
@@ -683,6 +684,7 @@ class Daemon:
     def _budget_tick(self) -> None:
         self.budget.measure(self._helper_pids())
         self._usage_metrics()
+        self._collector_metrics()
         running = [t for t in self.targets.values() if t.state == "running"]
         shed_order = [
             t.id for t in sorted(running, key=lambda t: (t.match.rule.priority, -t.attached_ns))
@@ -701,6 +703,25 @@ class Daemon:
             self.metrics.inc("hostprof_agent_budget_actions_total", action=action.kind)
             self._apply(action)
             self.budget.rebaseline(self._helper_pids())
+
+    def _collector_metrics(self) -> None:
+        """Per-collector overhead beyond drains: sampler thread time, as collectors report it."""
+        busy: Dict[str, float] = {}
+        for h in self._all_handles():
+            if h.collector is None:
+                continue
+            try:
+                stats = h.collector.stats()
+            except Exception:
+                continue
+            seconds = stats.get("busy_seconds", stats.get("drain_cpu_s"))
+            if seconds is not None:
+                h.busy_s = float(seconds)
+            busy[h.name] = busy.get(h.name, 0.0) + h.busy_s
+        for name, seconds in busy.items():
+            self.metrics.set(
+                "hostprof_agent_collector_busy_seconds", round(seconds, 4), collector=name
+            )
 
     def _usage_metrics(self) -> None:
         self.metrics.set("hostprof_agent_cpu_percent", round(self.budget.cpu_percent, 3))

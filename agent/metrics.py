@@ -32,6 +32,10 @@ _HELP = {
     "hostprof_agent_rss_bytes": ("gauge", "Agent resident memory."),
     "hostprof_agent_targets": ("gauge", "Targets by state."),
     "hostprof_agent_collector_seconds_total": ("counter", "Time spent draining, per collector."),
+    "hostprof_agent_collector_busy_seconds": (
+        "gauge",
+        "Sampling time of running collectors (sampler threads), per collector.",
+    ),
     "hostprof_agent_collector_lost_total": ("counter", "Events lost in collectors."),
     "hostprof_agent_collector_errors_total": ("counter", "Collector failures, per collector."),
     "hostprof_agent_budget_actions_total": ("counter", "Budget actions taken, by action."),
