@@ -57,10 +57,14 @@ def _try(errors: Dict[str, str], name: str, fn: Callable[[], Any], default: Any 
     return default
 
 
-def read_cgroup(pid: int) -> Tuple[List[str], Optional[str], Optional[str]]:
-    """Returns (cgroup lines, container id or None, kubernetes pod uid or None)."""
-    with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
-        lines = [ln.strip() for ln in f if ln.strip()]
+def parse_cgroup(text: str) -> Tuple[List[str], Optional[str], Optional[str]]:
+    """Parses /proc/PID/cgroup text: (lines, container id or None, Kubernetes pod uid or None).
+
+    Docker (``/docker/<id>``, ``docker-<id>.scope``), containerd (``cri-containerd-<id>``),
+    CRI-O (``crio-<id>``) and podman (``libpod-<id>``) ids are 64 hex digits; kubelet puts the
+    pod uid in the path (``pod<uid>``, with ``_`` for ``-`` under systemd).
+    """
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     container = pod = None
     for ln in lines:
         path = ln.split(":", 2)[-1]
@@ -71,6 +75,12 @@ def read_cgroup(pid: int) -> Tuple[List[str], Optional[str], Optional[str]]:
         if p and not pod:
             pod = p.group(1).replace("_", "-")
     return lines, container, pod
+
+
+def read_cgroup(pid: int) -> Tuple[List[str], Optional[str], Optional[str]]:
+    """Returns (cgroup lines, container id or None, Kubernetes pod uid or None) of ``pid``."""
+    with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
+        return parse_cgroup(f.read())
 
 
 def _socket(conn: Any) -> Dict[str, Any]:

@@ -1,7 +1,8 @@
 """Where a snapshot's thread stacks come from: hostprof's own reader, else py-spy.
 
-The sampling core (:mod:`hostprof.session` / :mod:`hostprof.native`) is preferred: it gives
-the GIL holder, the GC flag and locals without pausing the target. When it is not importable
+The sampling core (:mod:`hostprof.native.pyprocess`, through
+:mod:`hostprof.snapshot.corereader`) is preferred: it gives the GIL holder and the GC flag
+without pausing the target. When it is not importable
 or does not support the target's interpreter, ``py-spy dump --nonblocking`` is used, which
 also never pauses the target but cannot tell whether a collection is running (``in_gc`` stays
 unknown). Either way, /proc supplies each thread's OS state.

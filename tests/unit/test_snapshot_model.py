@@ -177,3 +177,20 @@ def test_svg_flamegraph_merges_many_processes() -> None:
     svg = svgflame.render(p, "Python")
     assert "pid 3" not in svg
     assert svg.count("<rect") == 3  # all, main, hot: one tower for the ten processes
+
+
+def test_parse_cgroup_finds_container_and_pod() -> None:
+    from hostprof.snapshot.facts import parse_cgroup
+
+    cid = "3f" * 32
+    docker = f"0::/system.slice/docker-{cid}.scope\n"
+    assert parse_cgroup(docker)[1] == cid
+    k8s = (
+        "0::/kubepods.slice/kubepods-burstable.slice/"
+        "kubepods-burstable-pod1a2b3c4d_5e6f_7a8b_9c0d_1e2f3a4b5c6d.slice/"
+        f"cri-containerd-{cid}.scope\n"
+    )
+    lines, container, pod = parse_cgroup(k8s)
+    assert len(lines) == 1
+    assert container == cid and pod == "1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d"
+    assert parse_cgroup("0::/user.slice/session-1.scope\n")[1:] == (None, None)
