@@ -39,6 +39,9 @@ from hostprof.model import SampleType
 from hostprof.native.pyprocess import PyProcess
 from hostprof.native.pyprocess import attach
 
+_CHILD_GRACE_SECONDS = 5.0
+"""How long a new child may stay unreadable before it is taken as not Python."""
+
 SAMPLE_TYPES = (SAMPLES, CPU_NS, WALL_NS)
 """The value columns of every batch this collector produces."""
 
@@ -107,6 +110,7 @@ class PythonCollector(Collector):
         self.subprocesses = subprocesses
         self.targets: Dict[int, _Target] = {p.pid: _Target(p, self.interval_ns) for p in procs}
         self._gone: List[int] = []
+        self._first_seen: Dict[int, float] = {}
         self._started = False
         self._start_time = 0.0
         self._cpu_start = 0.0
@@ -236,6 +240,7 @@ class PythonCollector(Collector):
     def _follow_children(self) -> None:
         import psutil
 
+        now = time.monotonic()
         for pid in list(self.targets):
             try:
                 children = psutil.Process(pid).children(recursive=True)
@@ -247,7 +252,11 @@ class PythonCollector(Collector):
                 try:
                     proc = attach(child.pid)
                 except (HostprofError, OSError):
-                    self._gone.append(child.pid)  # not Python (or not yet): do not retry
+                    # A child caught while it starts (exec, interpreter start-up) is not
+                    # readable yet: retry for a few seconds before deciding it is not Python.
+                    first = self._first_seen.setdefault(child.pid, now)
+                    if now - first > _CHILD_GRACE_SECONDS:
+                        self._gone.append(child.pid)
                     continue
                 target = _Target(proc, self.interval_ns)
                 self.targets[child.pid] = target

@@ -146,3 +146,25 @@ def test_dump_json_and_text() -> None:
     assert text.returncode == 0
     assert "Thread" in text.stdout and "'hot-thread'" in text.stdout
     assert "holds the GIL" in text.stdout
+
+
+def test_record_follows_python_subprocesses(tmp_path: Path) -> None:
+    """--subprocesses also samples Python children started after recording began."""
+    out = tmp_path / "p.folded"
+    child = "\n".join(["def child_work():", "    while True:", "        pass", "child_work()"])
+    parent = "\n".join(
+        [
+            "import subprocess, sys, time",
+            "print('READY', flush=True)",
+            "time.sleep(1.0)",
+            f"p = subprocess.Popen([sys.executable, '-c', {child!r}])",
+            "time.sleep(60)",
+        ]
+    )
+    with target(parent) as t:
+        proc = run("record", "--pid", str(t.pid), "-d", "4", "--subprocesses", "-o", str(out))
+        for c in __import__("psutil").Process(t.pid).children():
+            c.kill()
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert "child_work (<string>:" in text, text
