@@ -262,11 +262,21 @@ def derive(
     }
     for row in pauses:
         row["name"] = names.get((row["pid"], row["tid"]), row["name"])
-    deadlocks = [
-        {"pid": pid, "threads": [s.to_json() for s in ps.deadlock_suspects]}
-        for pid, ps in sorted(stacks.items())
-        if ps.deadlock_suspects
-    ]
+    deadlocks = []
+    for pid, ps in sorted(stacks.items()):
+        if not ps.deadlock_suspects:
+            continue
+        entry: Dict[str, Any] = {
+            "pid": pid,
+            "threads": [s.to_json() for s in ps.deadlock_suspects],
+        }
+        # Context for the reader: threads waiting for the GIL also sit in futex with unchanged
+        # stacks, so a thread that held the GIL, unmoved, at both dumps is worth a look (a
+        # long C call keeping the GIL); a pure-Python loop holding it at both is harmless.
+        hog = next((s for s in ps.stuck if s.holds_gil), None)
+        if hog is not None:
+            entry["gil_held_at_both_dumps_by"] = hog.to_json()
+        deadlocks.append(entry)
     return {
         "deadlock_suspects": deadlocks,
         "stuck_threads": [s.to_json() for s in stuck],
