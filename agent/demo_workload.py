@@ -78,10 +78,12 @@ def main() -> None:
     worker.start()
     print("READY", flush=True)
     end = time.monotonic() + args.seconds if args.seconds else math.inf
+    requests = 0
     try:
         while time.monotonic() < end:
             t0 = time.monotonic()
             handle_request()
+            requests += 1
             if args.duty < 1.0:
                 busy = time.monotonic() - t0
                 time.sleep(busy * (1.0 - args.duty) / max(args.duty, 0.01))
@@ -89,6 +91,7 @@ def main() -> None:
         pass
     finally:
         stop.set()
+        print(f"requests {requests}", flush=True)
 
 
 if __name__ == "__main__":
