@@ -69,14 +69,15 @@ class ObjectReader:
 
     def int(self, addr: int) -> int:
         """A PyLong's value."""
-        head = struct.unpack("<q", self.read(addr + 16, 8))[0]
+        head = struct.unpack("<q", self.read(addr + self.o.get("_long_tag", 16), 8))[0]
         if self.minor >= 12:
             ndigits, sign = head >> 3, 1 - (head & 3)
         else:
             ndigits, sign = abs(head), (1 if head >= 0 else -1)
         if ndigits > 8:
             raise ValueError("int too large")
-        digits = struct.unpack(f"<{ndigits}I", self.read(addr + 24, 4 * ndigits)) if ndigits else ()
+        at = addr + self.o.get("_long_digits", 24)
+        digits = struct.unpack(f"<{ndigits}I", self.read(at, 4 * ndigits)) if ndigits else ()
         value = 0
         for d in reversed(digits):
             value = (value << 30) | d

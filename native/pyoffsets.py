@@ -328,6 +328,20 @@ def from_debug_offsets(data: bytes, code_type_addr: int) -> Tuple[int, bool, Dic
     offsets["_dict_keys"] = d["dict_object.ma_keys"]
     offsets["_dict_values"] = d["dict_object.ma_values"]
     offsets["_interp_modules"] = d["interpreter_state.imports_modules"]
+    # For reading locals (dump --locals): slow path, Python side.
+    offsets["_fr_localsplus"] = d["interpreter_frame.localsplus"]
+    offsets["_code_varnames"] = -1
+    offsets["_code_nlocals"] = -1
+    offsets["_code_localsplusnames"] = d["code_object.localsplusnames"]
+    offsets["_code_localspluskinds"] = d["code_object.localspluskinds"]
+    offsets["_tuple_items"] = d["tuple_object.ob_item"]
+    offsets["_tuple_size"] = d["tuple_object.ob_size"]
+    offsets["_float_value"] = d["float_object.ob_fval"]
+    offsets["_type_name"] = d["type_object.tp_name"]
+    offsets["_long_tag"] = d["long_object.lv_tag"]
+    offsets["_long_digits"] = d["long_object.ob_digit"]
+    offsets["_code_cellvars"] = -1
+    offsets["_ob_header"] = d["pyobject.size"]
     return version, ft, offsets
 
 
@@ -386,6 +400,20 @@ def from_table(version_hex: int, code_type_addr: int) -> Dict[str, int]:
     offsets["_dict_keys"] = t["dict_keys"]
     offsets["_dict_values"] = t["dict_values"]
     offsets["_interp_modules"] = t["interp_modules"]
+    offsets["_fr_localsplus"] = t["frame_localsplus"] if objects else t["iframe_localsplus"]
+    offsets["_code_varnames"] = t["code_varnames"]
+    offsets["_code_nlocals"] = t["code_nlocals"]
+    offsets["_code_localsplusnames"] = t["code_localsplusnames"]
+    offsets["_code_localspluskinds"] = t["code_localspluskinds"]
+    offsets["_tuple_items"] = t["tuple_items"]
+    offsets["_tuple_size"] = t["bytes_size"]  # PyVarObject.ob_size
+    offsets["_float_value"] = t["float_value"]
+    offsets["_type_name"] = t["type_name"]
+    offsets["_long_tag"] = t["long_size"]
+    offsets["_long_digits"] = t["long_digits"]
+    # co_cellvars (3.9/3.10 keep cells after the locals in f_localsplus): PyCodeObject facts.
+    offsets["_code_cellvars"] = 88 if minor <= 10 else -1
+    offsets["_ob_header"] = 16
     return offsets
 
 

@@ -30,6 +30,7 @@ from hostprof._errors import UnsupportedPythonError
 from hostprof.elf import ElfError
 from hostprof.elf import ElfFile
 from hostprof.model import Frame
+from hostprof.model import FrameKind
 from hostprof.native import pyoffsets
 from hostprof.native._sampler import ERR_GONE
 from hostprof.native._sampler import ERR_PERM
@@ -154,6 +155,9 @@ class ThreadStack:
     """Whether it was running the cyclic GC."""
     os_state: str
     """OS scheduler state: running, sleeping, disk wait..."""
+    locals: Optional[List[Dict[str, str]]] = None
+    """With ``stacks(locals=True)``: each frame's local variables (name -> summary), parallel
+    to ``frames``; None when not asked for or when the stack moved while being read."""
 
     @property
     def idle(self) -> bool:
@@ -223,8 +227,9 @@ class PyProcess:
             self._names.update(thread_names(self))
         return dict(self._names)
 
-    def stacks(self) -> List[ThreadStack]:
-        """Every thread's stack now (one sample, no pause)."""
+    def stacks(self, locals: bool = False) -> List[ThreadStack]:
+        """Every thread's stack now (one sample, no pause); with ``locals``, also each
+        frame's local variables (a slower second read, see :mod:`hostprof.native.pylocals`)."""
         try:
             cols = self.reader.sample()
         except ReadError as exc:
@@ -248,7 +253,20 @@ class PyProcess:
                     os_state=OS_STATES.get(chr(cols["os_state"][i]), "unknown"),
                 )
             )
+            if locals:
+                out[-1].locals = self._locals(int(cols["tstate"][i]), frames)
         return out
+
+    def _locals(self, tstate: int, frames: List[Frame]) -> Optional[List[Dict[str, str]]]:
+        from hostprof.native.pylocals import thread_locals
+
+        found = thread_locals(self, tstate)
+        python = [f for f in frames if f.kind != FrameKind.SYNTHETIC]
+        if found is None or len(found) != len(python):
+            return None
+        by_frame = [loc for _code, loc in reversed(found)]
+        it = iter(by_frame)
+        return [next(it) if f.kind != FrameKind.SYNTHETIC else {} for f in frames]
 
     def _read_error(self, exc: ReadError) -> Exception:
         if exc.code == ERR_PERM:

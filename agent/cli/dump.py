@@ -8,10 +8,12 @@ import sys
 from typing import Any
 from typing import Dict
 from typing import List
+from typing import Optional
 
 from hostprof.cli._common import Command
 from hostprof.cli._common import add_pid_option
 from hostprof.cli._common import check_pid
+from hostprof.model import Frame
 from hostprof.native.pyprocess import PyProcess
 from hostprof.native.pyprocess import ThreadStack
 from hostprof.native.pyprocess import attach
@@ -27,22 +29,28 @@ class DumpCommand(Command):
     examples:
       hostprof dump --pid 1234              human-readable stacks
       hostprof dump --pid 1234 --json       machine-readable (one JSON object)
+      hostprof dump --pid 1234 --locals     with each frame's local variables
     """
 
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
         add_pid_option(parser, required=True)
         parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+        parser.add_argument(
+            "--locals",
+            action="store_true",
+            help="also show each frame's local variables (summarised, never executed)",
+        )
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         pid = check_pid(args.pid)
         proc = attach(pid)
         try:
-            stacks = proc.stacks()
+            stacks = proc.stacks(locals=args.locals)
             if args.json:
                 json.dump(to_json(proc, stacks), sys.stdout, indent=2)
                 sys.stdout.write("\n")
             else:
-                sys.stdout.write(to_text(proc, stacks))
+                sys.stdout.write(to_text(proc, stacks, args.locals))
         finally:
             proc.close()
         return 0
@@ -62,7 +70,8 @@ def to_json(proc: PyProcess, stacks: List[ThreadStack]) -> Dict[str, Any]:
                 "in_gc": s.in_gc,
                 "os_state": s.os_state,
                 "frames": [
-                    {"function": f.function, "file": f.file, "line": f.line} for f in s.frames
+                    _frame_json(f, s.locals[i] if s.locals else None)
+                    for i, f in enumerate(s.frames)
                 ],
             }
             for s in stacks
@@ -70,7 +79,14 @@ def to_json(proc: PyProcess, stacks: List[ThreadStack]) -> Dict[str, Any]:
     }
 
 
-def to_text(proc: PyProcess, stacks: List[ThreadStack]) -> str:
+def _frame_json(f: Frame, local_vars: Optional[Dict[str, str]]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"function": f.function, "file": f.file, "line": f.line}
+    if local_vars is not None:
+        out["locals"] = local_vars
+    return out
+
+
+def to_text(proc: PyProcess, stacks: List[ThreadStack], show_locals: bool = False) -> str:
     """The dump as traceback-like text."""
     lines = [f"Process {proc.pid}: Python {proc.version} ({proc.binary})"]
     for s in stacks:
@@ -83,9 +99,14 @@ def to_text(proc: PyProcess, stacks: List[ThreadStack]) -> str:
         lines.append(f"Thread {s.tid} {s.name!r} ({', '.join(marks)})")
         if not s.frames:
             lines.append("    (no Python frames)")
-        for f in s.frames:
+        for i, f in enumerate(s.frames):
             if f.file:
                 lines.append(f"    {f.function} ({f.file}:{f.line})")
             else:
                 lines.append(f"    {f.function}")
+            if s.locals is not None:
+                for name, value in s.locals[i].items():
+                    lines.append(f"        {name} = {value}")
+        if show_locals and s.frames and s.locals is None:
+            lines.append("    (locals unavailable: the stack moved while being read)")
     return "\n".join(lines) + "\n"

@@ -75,6 +75,15 @@ FIELDS: List[Tuple[str, List[str]]] = [
     ("module_dict", ["&((PyModuleObject*)0)->md_dict"]),
     ("long_digits", ["&((PyLongObject*)0)->ob_digit", "&((PyLongObject*)0)->long_value.ob_digit"]),
     ("long_size", ["&((PyVarObject*)0)->ob_size", "&((PyLongObject*)0)->long_value.lv_tag"]),
+    ("frame_localsplus", ["&((PyFrameObject*)0)->f_localsplus"]),
+    ("iframe_localsplus", ["&((_PyInterpreterFrame*)0)->localsplus"]),
+    ("code_varnames", ["&((PyCodeObject*)0)->co_varnames"]),
+    ("code_nlocals", ["&((PyCodeObject*)0)->co_nlocals"]),
+    ("code_localsplusnames", ["&((PyCodeObject*)0)->co_localsplusnames"]),
+    ("code_localspluskinds", ["&((PyCodeObject*)0)->co_localspluskinds"]),
+    ("tuple_items", ["&((PyTupleObject*)0)->ob_item"]),
+    ("float_value", ["&((PyFloatObject*)0)->ob_fval"]),
+    ("type_name", ["&((PyTypeObject*)0)->tp_name"]),
 ]
 
 

@@ -148,6 +148,17 @@ def test_dump_json_and_text() -> None:
     assert "holds the GIL" in text.stdout
 
 
+def test_dump_locals_cli() -> None:
+    with target(WORKLOAD) as t:
+        time.sleep(0.1)
+        text = run("dump", "--pid", str(t.pid), "--locals")
+        doc = json.loads(run("dump", "--pid", str(t.pid), "--locals", "--json").stdout)
+    assert text.returncode == 0, text.stderr
+    assert "        x = " in text.stdout  # hot()'s counter, under its frame
+    hot = next(th for th in doc["threads"] if th["name"] == "hot-thread")
+    assert int(hot["frames"][-1]["locals"]["x"]) >= 0
+
+
 def test_record_follows_python_subprocesses(tmp_path: Path) -> None:
     """--subprocesses also samples Python children started after recording began."""
     out = tmp_path / "p.folded"
