@@ -50,6 +50,7 @@ class Sender:
         self.last_error = ""
         self._failures = 0
         self._next_retry = 0.0
+        self._inflight: Optional[PushBatch] = None
         self._queue: queue.Queue[Optional[PushBatch]] = queue.Queue()
         self._lock = threading.Lock()  # one push at a time (thread vs shutdown flush)
         self._stop = threading.Event()
@@ -95,6 +96,7 @@ class Sender:
         if len(self.spool) or time.monotonic() < self._next_retry:
             self._to_spool(batch)
             return
+        self._inflight = batch
         try:
             self._push(batch, timeout)
         except PushError as exc:
@@ -103,6 +105,8 @@ class Sender:
                 self._to_spool(batch)
             else:
                 self._rejected(batch, exc)
+        finally:
+            self._inflight = None
 
     def _retry_spool(self, deadline: Optional[float]) -> None:
         while len(self.spool) and time.monotonic() >= self._next_retry:
@@ -201,18 +205,27 @@ class Sender:
         deadline = time.monotonic() + budget_s
         self._stop.set()
         self._thread.join(timeout=max(0.1, budget_s / 2))
-        with self._lock:
+        # The thread may be stuck in a push to a store that accepts but never answers: do not
+        # wait for its timeout. Spool its in-flight window too (if that push did land, the
+        # store drops the repeat by its sample id).
+        got = self._lock.acquire(timeout=max(0.05, deadline - time.monotonic() - 1.0))
+        try:
+            if not got and self._inflight is not None:
+                self._to_spool(self._inflight)
             while True:
                 try:
                     batch = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 remaining = deadline - time.monotonic()
-                if remaining > 1.0:
+                if got and remaining > 1.0:
                     self._handle_new(batch, min(self.timeout_s, remaining - 0.8))
                 else:
                     self._to_spool(batch)
-            self.sink.close()
+        finally:
+            if got:
+                self.sink.close()
+                self._lock.release()
 
     def state(self) -> dict:
         """For status."""

@@ -148,6 +148,7 @@ class Agent:
         budget: str = "",
         env: Optional[Dict[str, str]] = None,
         discovery_s: float = 0.5,
+        store_timeout_s: float = 2.0,
     ) -> None:
         self.workdir = workdir
         self.token = token
@@ -159,7 +160,7 @@ class Agent:
             f"""
 [store]
 url = "{store_url}"
-timeout_s = 2.0
+timeout_s = {store_timeout_s}
 [agent]
 host_cpu = "off"
 window_s = {window_s}

@@ -144,3 +144,39 @@ def test_install_writes_least_privilege_unit_and_uninstall_removes_it(tmp_path: 
         [*run[:5], "--uninstall", "--unit-dir", str(units)], check=True, capture_output=True
     )
     assert not (units / "hostprof-agent.service").exists()
+
+
+def test_sigterm_with_a_hanging_store_exits_in_time_and_spools(tmp_path: Path) -> None:
+    # GIVEN a "store" that accepts connections but never answers (pushes hang until timeout)
+    import socket
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    token = new_token()
+    target = spawn_target(token)
+    agent = Agent(
+        tmp_path,
+        f"http://127.0.0.1:{hole.getsockname()[1]}",
+        token,
+        window_s=2.0,
+        store_timeout_s=30.0,
+    )
+    try:
+        agent.start()
+        wait_for(
+            lambda: agent.status()["push"]["queued"] >= 1 or agent.spool_files(),
+            20,
+            "a push hanging on the store",
+        )
+        time.sleep(1.0)
+        # WHEN the agent is told to stop mid-push
+        took = agent.stop(timeout=15)
+        # THEN it exits within 5 s, and the windows it had are in the spool, not lost
+        assert took < 5.0, took
+        spooled = [f for f in agent.spool_files() if not f.startswith(".")]
+        assert len(spooled) >= 2, spooled
+    finally:
+        agent.ensure_dead()
+        stop_target(target)
+        hole.close()
