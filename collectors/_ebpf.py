@@ -71,6 +71,8 @@ def load(
     cflags = [f"-I{HERE}", f"-DHP_SELF_PID={os.getpid()}", "-Wno-macro-redefined"]
     if pids is not None:
         cflags.append("-DHP_FILTER_PIDS=1")
+        if len(pids):
+            cflags.append(f"-DHP_FIRST_PID={int(pids[0])}")
     for name, value in defines.items():
         if value is True:
             cflags.append(f"-D{name}=1")

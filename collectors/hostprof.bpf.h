@@ -2,6 +2,7 @@
  *
  * Options arrive as -D cflags from the Python side (collectors/_ebpf.py):
  *   HP_FILTER_PIDS   only count tasks whose tgid is in hp_pids (else: the whole host)
+ *   HP_FIRST_PID     the first wanted tgid, matched without a map lookup
  *   HP_SELF_PID      the agent's own tgid, never counted
  *   HP_SLOT_SHIFT    events are aggregated per (key, ktime >> HP_SLOT_SHIFT); 63 = no time slots.
  *                    Slots let user space join in-kernel aggregates with Python samples by time
@@ -47,6 +48,11 @@ HP_INLINE int hp_wanted(u32 tgid) {
   if (tgid == 0 || tgid == HP_SELF_PID)
     return 0;
 #ifdef HP_FILTER_PIDS
+#ifdef HP_FIRST_PID
+  /* The first wanted process skips the hash lookup: its events are the hot path. */
+  if (tgid == HP_FIRST_PID)
+    return 1;
+#endif
   return hp_pids.lookup(&tgid) != 0;
 #else
   return 1;
