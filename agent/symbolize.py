@@ -206,6 +206,10 @@ class Symbolizer:
             for pid in [p for p, pm in self._procs.items() if pm.used < self._epoch - IDLE_EPOCHS]:
                 del self._procs[pid]
             self._gone = {p: e for p, e in self._gone.items() if e >= self._epoch - IDLE_EPOCHS}
+        self.release()
+
+    def release(self) -> None:
+        """Hands freed heap memory back to the OS if this drain loaded symbol tables."""
         if self._loaded:
             self._loaded = False
             _malloc_trim()

@@ -140,6 +140,8 @@ class CpuCollector(Collector):
             missed=delta["collisions"] + (self._stacks.evicted - evicted_before),
         )
         batch.thread_names = self._names.for_batch(batch.pid, batch.tid)
+        if self.symbolizer is not None:
+            self.symbolizer.release()
         self._stats["drain_cpu_s"] = self._stats.get("drain_cpu_s", 0.0) + (
             time.process_time() - t0
         )

@@ -129,6 +129,8 @@ class SyscallsCollector(Collector):
         self._reported = totals
         batch = builder.build(lost=delta["map_full"], missed=delta["collisions"])
         batch.thread_names = self._threads.for_batch(batch.pid, batch.tid)
+        if self.symbolizer is not None:
+            self.symbolizer.release()
         self._stats["drain_cpu_s"] = self._stats.get("drain_cpu_s", 0.0) + (
             time.process_time() - t0
         )
