@@ -136,6 +136,17 @@ def test_install_writes_least_privilege_unit_and_uninstall_removes_it(tmp_path: 
         "ExecReload=/bin/kill -HUP $MAINPID",
     ):
         assert line in unit.splitlines(), line
+    # systemd itself accepts the unit (where systemd-analyze exists)
+    import shutil
+
+    if shutil.which("systemd-analyze"):
+        check = subprocess.run(
+            ["systemd-analyze", "verify", str(units / "hostprof-agent.service")],
+            capture_output=True,
+            text=True,
+        )
+        assert check.returncode == 0, check.stderr
+        assert "hostprof-agent.service" not in check.stderr, check.stderr
     # a broken config is refused before writing a unit that would fail to start
     cfg.write_text("[agent]\nwindow_s = -1\n")
     proc = subprocess.run(run, capture_output=True, text=True)
