@@ -46,6 +46,7 @@ from hostprof.store.backend import SQLiteBackend
 from hostprof.store.decode import SeriesData
 from hostprof.store.decode import StackBatch
 from hostprof.store.decode import Upload
+from hostprof.store.decode import push_request
 
 CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
 PERIOD_NS = 10_000_000  # 100 Hz
@@ -232,6 +233,36 @@ async def _run(port: int, bodies: List[bytes], connections: int, results: List[f
     await asyncio.gather(*(_client(port, c, results) for c in chunks if c))
 
 
+def bench_pipeline(pushes: int) -> Tuple[float, float]:
+    """CPU ms per push of decode and of the storage write, without HTTP (one thread each,
+    measured with process CPU time so other load on the host matters less)."""
+    rng = random.Random(4)
+    programs = [Program(random.Random(a)) for a in range(10)]
+    now = int(time.time()) // 10 * 10
+    bodies = [
+        push_body(
+            i % 100,
+            pprof_bytes(programs[i % 10], programs[i % 10].window(rng), now - 10 * (i // 100)),
+            f"p{i}",
+        )
+        for i in range(pushes)
+    ]
+    t0 = time.process_time()
+    uploads = [u for b in bodies for u in push_request(b, "application/proto", 1 << 26)]
+    decode = (time.process_time() - t0) / pushes * 1000
+    data = Path(tempfile.mkdtemp(prefix="store-bench-pipe-"))
+    backend = SQLiteBackend(data / "store.db")
+    t0 = time.process_time()
+    futures = [backend.submit("anonymous", uploads[i : i + 64]) for i in range(0, len(uploads), 64)]
+    for fut in futures:
+        fut.result(600)  # raises if a write failed
+    backend.flush(600)
+    store = (time.process_time() - t0) / pushes * 1000
+    backend.close()
+    shutil.rmtree(data, ignore_errors=True)
+    return decode, store
+
+
 def load_day(db: Path, day_start: int, windows: int = 8640) -> Tuple[int, float]:
     """Stores one service-day straight through the backend; returns (sample rows, seconds)."""
     rng = random.Random(2)
@@ -307,6 +338,7 @@ def main() -> None:
     for workers in (0, 2):
         runs[workers] = bench_push(pushes, args.agents, args.connections, workers)
     aligned, unaligned, backend_ms, rows, size, load_s = bench_render(args.quick)
+    decode_ms, store_ms = bench_pipeline(500 if args.quick else 2000)
     windows = 1440 if args.quick else 8640
     load = os.getloadavg()[0]
     print(
@@ -328,6 +360,12 @@ def main() -> None:
             f"{'  => pushes/s the CPUs could sustain for the server alone':<62} {cap:>14.0f} "
             f"{'':>10}"
         )
+    pipe = decode_ms + store_ms
+    print(
+        f"{'decode + store CPU per push, no HTTP (ms)':<62} "
+        f"{f'{decode_ms:.2f} + {store_ms:.2f}':>14} {'':>10}"
+    )
+    print(f"{'  => pushes/s per core for decode + store':<62} {1000 / pipe:>14.0f} {'':>10}")
     label = f"render one service-day ({windows} windows), day-aligned (ms)"
     print(f"{label:<62} {aligned:>14.1f} {'<= 200':>10}")
     print(f"{'render one service-day, unaligned 24 h (ms)':<62} {unaligned:>14.1f} {'<= 200':>10}")

@@ -59,8 +59,11 @@ from hostprof.store.query import Query
 DAY = 86400
 HOUR = 3600
 MINUTE = 60
-ROLL_INTERVAL = 5.0
-"""Seconds between rollup passes of the writer."""
+ROLL_INTERVAL = 10.0
+"""Seconds between rollup passes of the writer. Longer passes merge more windows per minute
+and hour row (cheaper per push); queries stay exact either way."""
+ROLL_BUDGET = 0.5
+"""Seconds one rollup pass may hold the writer (it continues on the next pass)."""
 ROLL_ROWS = 20000
 """Raw rows merged per rollup transaction at most (keeps the write lock short)."""
 MAX_BATCH = 512
@@ -236,6 +239,8 @@ class SQLiteBackend(Backend):
         self._stacks = StackTable(65536)
         self._series: Dict[int, SeriesInfo] = {}
         self._series_ids: Dict[Tuple[str, str, str], int] = {}
+        # (tenant, type, sorted label pairs) -> id: skips JSON encoding on the hot path.
+        self._series_fast: Dict[Tuple[str, str, Tuple[Tuple[str, str], ...]], int] = {}
         self._partitions: Dict[int, int] = {}
 
     # ------------------------------------------------------------------------- connections
@@ -290,7 +295,7 @@ class SQLiteBackend(Backend):
                 raise StorageError(f"store database {self.path} has an inconsistent stack table")
 
     def _load_series(self, conn: sqlite3.Connection) -> None:
-        self._series, self._series_ids = {}, {}
+        self._series, self._series_ids, self._series_fast = {}, {}, {}
         for row in conn.execute(
             "SELECT id, tenant, profile_type, labels, first_ts, last_ts, spy_name, "
             "sample_rate FROM series"
@@ -443,14 +448,18 @@ class SQLiteBackend(Backend):
 
     def _intern(self, batch: StackBatch) -> np.ndarray:
         """Stack ids (global) for a batch; adds new names and stacks to the tables."""
-        remap = np.empty(len(batch.names), dtype=np.uint32)
         name_ids = self._name_ids
-        for i, name in enumerate(batch.names):
-            nid = name_ids.get(name)
-            if nid is None:
-                nid = name_ids[name] = len(self._names)
-                self._names.append(name)
-            remap[i] = nid
+        found = list(map(name_ids.get, batch.names))  # C loop; None marks a new name
+        if None in found:
+            for i, nid in enumerate(found):
+                if nid is None:
+                    name = batch.names[i]
+                    nid = name_ids.get(name)  # the same new name may repeat in a batch
+                    if nid is None:
+                        nid = name_ids[name] = len(self._names)
+                        self._names.append(name)
+                    found[i] = nid
+        remap = np.fromiter(found, dtype=np.uint32, count=len(found))
         if len(batch) == 0:
             return np.zeros(0, dtype=np.uint32)
         try:
@@ -459,9 +468,15 @@ class SQLiteBackend(Backend):
             raise StorageError(f"bad stack batch: {exc}") from None
 
     def _series_for(self, conn: sqlite3.Connection, tenant: str, sd: SeriesData, touched) -> int:
+        fast_key = (tenant, sd.profile_type, tuple(sorted(sd.labels.items())))
+        sid = self._series_fast.get(fast_key)
+        if sid is not None and sid in self._series:
+            return self._touch(sid, sd, touched)
         key_labels = json.dumps(sorted(sd.labels.items()), separators=(",", ":"))
         key = (tenant, sd.profile_type, key_labels)
         sid = self._series_ids.get(key)
+        if sid is not None:
+            self._series_fast[fast_key] = sid
         if sid is None:
             cur = conn.execute(
                 "INSERT INTO series(tenant, profile_type, labels, first_ts, last_ts, spy_name, "
@@ -481,7 +496,12 @@ class SQLiteBackend(Backend):
             )
             self._series[sid] = info
             self._series_ids[key] = sid
+            self._series_fast[fast_key] = sid
             return sid
+        return self._touch(sid, sd, touched)
+
+    def _touch(self, sid: int, sd: SeriesData, touched: Dict[int, SeriesInfo]) -> int:
+        """Widens a series' time range (and metadata) for a new window."""
         info = self._series[sid]
         if (
             sd.ts < info.first_ts
@@ -512,7 +532,7 @@ class SQLiteBackend(Backend):
         try:
             if force or now - self._last_roll >= ROLL_INTERVAL:
                 self._last_roll = now
-                while self.roll_up() and force:
+                while self.roll_up() >= ROLL_ROWS and (force or time.time() - now < ROLL_BUDGET):
                     pass
             if self.retention and (force or now - self._last_retention >= HOUR):
                 self._last_retention = now
@@ -585,6 +605,7 @@ class SQLiteBackend(Backend):
         with self._lock:
             gone = [s.id for s in self._series.values() if s.last_ts < cutoff - DAY]
             if gone:
+                self._series_fast = {}
                 conn.executemany("DELETE FROM series WHERE id = ?", [(g,) for g in gone])
                 for g in gone:
                     info = self._series.pop(g)
