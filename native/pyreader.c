@@ -585,9 +585,7 @@ int hp_reader_init(hp_reader *r, pid_t pid, uint64_t runtime_addr, const hp_py_o
     r->gen = 1;
     r->pages = malloc(HP_PAGE_SLOTS * PAGE);
     r->scratch = malloc(((size_t)r->max_depth + 2) * sizeof *r->scratch);
-    r->iov = malloc(2 * (size_t)r->max_depth * sizeof(struct iovec));
-    r->span_buf = malloc((size_t)r->max_depth * 64);
-    if (!r->pages || !r->scratch || !r->iov || !r->span_buf) {
+    if (!r->pages || !r->scratch) {
         hp_reader_free(r);
         return HP_ERR_NOMEM;
     }
@@ -621,8 +619,6 @@ void hp_reader_free(hp_reader *r) {
     free(r->stat_fds);
     free(r->pages);
     free(r->scratch);
-    free(r->iov);
-    free(r->span_buf);
     hp_buf_free(&r->out);
     r->codes = NULL;
     r->code_slots = NULL;
@@ -632,51 +628,37 @@ void hp_reader_free(hp_reader *r) {
     r->stat_fds = NULL;
     r->pages = NULL;
     r->scratch = NULL;
-    r->iov = NULL;
-    r->span_buf = NULL;
     r->n_codes = r->n_stat = 0;
 }
 
 /* Walks one thread's frames into r->scratch (leaf first). Returns the depth, or -1 for a torn
  * walk, or CODE_NOMEM (distinct from -1: HP_ERR_NOMEM is also -1). */
-/* Checks the cached code objects behind frame keys against the target, with one
- * process_vm_readv for all of them. Returns 0 when all are current, or -1 after evicting
- * stale ones (the caller samples again). */
+/* Checks the cached code objects behind frame keys against the target: their name,
+ * filename and line-table pointers must be unchanged. Reads go through the page cache, so
+ * in steady state the code objects' pages arrive with the instant's single prefetch read.
+ * Returns 0 when all are current, or -1 after evicting stale ones (the caller samples
+ * again). */
 static int validate_codes(hp_reader *r, const uint64_t *keys, uint64_t n_keys) {
     if (r->code_span_len <= 0) return 0;
-    struct iovec *local = r->iov, *remote = local + r->max_depth;
-    uint32_t idx[1024];
-    int n = 0;
-    int cap = r->max_depth < 1024 ? r->max_depth : 1024;
-    for (uint64_t i = 0; i < n_keys && n < cap; i++) {
+    int stale = 0;
+    uint8_t span[64];
+    for (uint64_t i = 0; i < n_keys; i++) {
         uint32_t ci = (uint32_t)(keys[i] >> 32);
         if (ci >= r->n_codes) continue;
         hp_code *c = &r->codes[ci];
         if (c->checked_gen == r->gen) continue;
         c->checked_gen = r->gen;
-        local[n].iov_base = r->span_buf + (size_t)n * 64;
-        local[n].iov_len = (size_t)r->code_span_len;
-        remote[n].iov_base = (void *)(uintptr_t)(c->addr + (uint64_t)r->code_span_lo);
-        remote[n].iov_len = (size_t)r->code_span_len;
-        idx[n++] = ci;
-    }
-    if (n == 0) return 0;
-    r->stats.reads++;
-    ssize_t got = process_vm_readv(r->pid, local, (unsigned long)n, remote, (unsigned long)n, 0);
-    int stale = 0;
-    for (int k = 0; k < n; k++) {
-        hp_code *c = &r->codes[idx[k]];
-        int ok = got >= (ssize_t)((k + 1) * r->code_span_len);
+        int ok = cread(r, c->addr + (uint64_t)r->code_span_lo, span,
+                       (size_t)r->code_span_len) == HP_OK;
         if (ok) {
-            const uint8_t *b = r->span_buf + (size_t)k * 64;
             uint64_t name, file, lines;
-            memcpy(&name, b + (r->off.code_name - r->code_span_lo), 8);
-            memcpy(&file, b + (r->off.code_filename - r->code_span_lo), 8);
-            memcpy(&lines, b + (r->off.code_linetable - r->code_span_lo), 8);
+            memcpy(&name, span + (r->off.code_name - r->code_span_lo), 8);
+            memcpy(&file, span + (r->off.code_filename - r->code_span_lo), 8);
+            memcpy(&lines, span + (r->off.code_linetable - r->code_span_lo), 8);
             ok = name == c->p_name && file == c->p_file && lines == c->p_lines;
         }
         if (!ok) {
-            /* Never matches again; a fresh entry is loaded for the address on the re-walk. */
+            /* Never matches again; a fresh entry is loaded for the address on the re-read. */
             c->addr = UINT64_MAX;
             r->stats.stale_codes++;
             stale = 1;

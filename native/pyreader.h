@@ -179,8 +179,6 @@ typedef struct {
     uint64_t *scratch;        /* one thread's frame keys, leaf first */
     /* code-object validation: the [lo, lo + len) span holding name/filename/linetable */
     int64_t code_span_lo, code_span_len;
-    void *iov;                /* max_depth local + remote iovecs */
-    uint8_t *span_buf;        /* max_depth * 64 bytes */
 } hp_reader;
 
 /* Sets one offsets field by name (as in pyreader.h); returns 0, or -1 for an unknown name. */
