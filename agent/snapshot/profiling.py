@@ -419,6 +419,7 @@ def run_profile(
     attached: Optional[Callable[[int], Any]] = None,
     deadline: Optional[float] = None,
     first_dump_done: Optional[threading.Event] = None,
+    grace: float = EBPF_GRACE,
 ) -> ProfileResult:
     """Profiles ``pids`` for ``seconds`` with every available collector at once.
 
@@ -438,6 +439,7 @@ def run_profile(
             dump, the one a hang is judged against, must not queue behind it for the GIL
             (seen here under load: a round of 20 dumps took 6 s instead of 0.5 s). The
             samplers run on meanwhile and buffer their samples.
+        grace: seconds the eBPF collectors may run past the Python window (compile time).
     """
     result = ProfileResult()
     runs: List[_Run] = []
@@ -446,7 +448,7 @@ def run_profile(
     merger = None
     t0 = time.monotonic()
     py_end = t0 + seconds
-    hard_end = py_end + EBPF_GRACE
+    hard_end = py_end + grace
     if deadline is not None:
         hard_end = max(py_end, min(hard_end, deadline))
     if "python" in collectors:

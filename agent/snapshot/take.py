@@ -35,6 +35,7 @@ from hostprof.model import Profile
 from hostprof.snapshot import facts as facts_mod
 from hostprof.snapshot.findings import derive
 from hostprof.snapshot.profiling import EBPF_COLLECTORS
+from hostprof.snapshot.profiling import EBPF_GRACE
 from hostprof.snapshot.profiling import ProfileResult
 from hostprof.snapshot.profiling import run_profile
 from hostprof.snapshot.readers import close_readers
@@ -67,6 +68,9 @@ class Options:
     """Python sampling rate per target (Hz); lowered for many targets."""
     collectors: Sequence[str] = ("python", *EBPF_COLLECTORS)
     """Collectors to try."""
+    ebpf_grace: float = EBPF_GRACE
+    """Seconds the eBPF collectors may run past the Python window, to make up for the time
+    their programs take to compile."""
     deadline: Optional[float] = None
     """CLOCK_MONOTONIC time the eBPF collectors must stop by (the command's time budget minus
     the time writing the archive takes); None: one second after the Python window."""
@@ -274,6 +278,7 @@ def take_snapshot(
                 attached=getattr(chain[0][1], "process", None) if chain else None,
                 deadline=options.deadline,
                 first_dump_done=first_dump,
+                grace=options.ebpf_grace,
             )
         snap.mark("profile", t0)
         for th in dump_thread:
