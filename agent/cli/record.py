@@ -96,7 +96,7 @@ class RecordCommand(Command):
     flamegraph), .pprof, .folded, .speedscope.json.
 
     examples:
-      hostprof record --pid 1234 -o profile.pprof              30 s... or until Ctrl-C
+      hostprof record --pid 1234 -o profile.pprof              until Ctrl-C or exit
       hostprof record --pid 1234 --duration 10 -o out.folded   10 s, folded stacks
       hostprof record --pid 1234 --rate 1000 --idle --threads  1 kHz, idle threads, per thread
       hostprof record -o out.html -- python app.py --port 80   launch and profile a program
