@@ -712,9 +712,31 @@ def create_app(
     ]
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
     app.state.store = store
+    app = _PushFastPath(app, store)
     if token:
         return AuthMiddleware(app, token)
     return app
+
+
+class _PushFastPath:
+    """Sends ``POST /push.v1.PusherService/Push`` straight to its handler.
+
+    Pushes are the one high-rate route; skipping Starlette's routing and middleware stack for
+    them saves a noticeable share of the per-push CPU. The handler itself is the same.
+    """
+
+    PATH = "/push.v1.PusherService/Push"
+
+    def __init__(self, app, store: Store) -> None:
+        self.app = app
+        self.store = store
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] == self.PATH and scope["method"] == "POST":
+            response = await self.store.push(Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def json_dumps(value) -> str:
