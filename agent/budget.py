@@ -167,6 +167,11 @@ class Budget:
             self._calm = 0
         return None
 
+    @property
+    def shedding(self) -> bool:
+        """True while some targets are shed (new targets then wait too)."""
+        return any(a.kind == "shed_targets" for a in self._stack)
+
     def rebaseline(self, pids: Tuple[int, ...] = ()) -> None:
         """Starts the next measurement now, so an action's own cost (restarting collectors,
         final drains) is not counted as steady-state usage."""

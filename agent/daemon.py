@@ -424,7 +424,7 @@ class Daemon:
 
     def _over_target_limit(self) -> bool:
         # While targets are shed for budget, new ones wait too (else churn defeats the budget).
-        return any(a.kind == "shed_targets" for a in self.budget._stack)
+        return self.budget.shedding
 
     def _start_target(self, target: _Target) -> None:
         for h in target.handles.values():
