@@ -14,7 +14,7 @@ runs for ``seconds`` or until ``EBPF_GRACE`` seconds after the Python window clo
 comes first, and one that could not start in time is skipped. The snapshot thus stays within
 ``seconds + 3 s`` however slow the compiler is, and reports each collector's real coverage.
 
-One drain loop drains every collector each ``DRAIN_EVERY`` seconds, Python first, and passes
+One drain loop drains every collector when it is due, Python first, and passes
 the eBPF batches through :class:`hostprof.merge.PythonMerger`, so a syscall or a blocked
 interval sits under the Python function that made it.
 """
@@ -55,7 +55,12 @@ the busiest syscalls (a headline finding), blocked time, and GC pauses (which th
 core's ``<gc>`` frame also shows)."""
 
 DRAIN_EVERY = 0.5
-"""Seconds between drains, so kernel maps and buffers never fill during the window."""
+"""Seconds between drains of the Python samplers (their buffers grow meanwhile)."""
+
+EBPF_DRAIN_EVERY = 2.0
+"""Seconds between drains of an eBPF collector. Each drain re-reads the targets' memory maps
+and symbolises, which is costly with 20 targets; the kernel maps hold 2 s at the sampling
+rates used here."""
 
 EBPF_GRACE = 1.0
 """Seconds an eBPF collector may run past the Python window, to make up for compile time."""
@@ -67,7 +72,7 @@ sample (measured here: 3 s for 20 targets x 5 s of on-CPU samples), which would 
 snapshot past its time budget. Above it the eBPF profiles are still written, native only."""
 
 FIRST_DUMP_WAIT = 3.0
-"""Longest the drain loop waits for the caller's first dump before it starts draining."""
+"""Longest the Python window waits for the caller's first dump to be taken."""
 
 MIN_COVERAGE = 0.5
 """An eBPF collector that could run for less than this is not started at all."""
@@ -133,6 +138,7 @@ class _Run:
         self.stopped_at: Optional[float] = None
         self.error: Optional[str] = None
         self.batches: List[Any] = []
+        self.next_drain = self.started + (DRAIN_EVERY if name == "python" else EBPF_DRAIN_EVERY)
         self.exited: set = set()
         """Pids the collector saw exit (read before stopping: a stopped collector forgets)."""
 
@@ -141,9 +147,13 @@ class _Run:
             self.exited.update(getattr(self.collector, "exited", None) or ())
 
     def drain(self) -> List[Any]:
-        """Drains once; stops the collector when past its deadline. Never raises."""
+        """Drains when due (or past the deadline, then stops the collector). Never raises."""
         if self.stopped_at is not None:
             return []
+        now = time.monotonic()
+        if now < self.next_drain and now < self.deadline:
+            return []
+        self.next_drain = now + (DRAIN_EVERY if self.name == "python" else EBPF_DRAIN_EVERY)
         out = []
         try:
             out.append(self.collector.drain())
@@ -155,19 +165,30 @@ class _Run:
         return out
 
     def stop(self) -> None:
-        """Stops the collector (after one last drain). Safe to call twice."""
+        """Stops the collector and takes its last samples. Safe to call twice.
+
+        A Python collector stops sampling first and is drained after (its samples stay
+        buffered), so its window ends on time even when draining is slow; an eBPF collector is
+        drained first, because stopping it frees its kernel maps.
+        """
         if self.stopped_at is not None:
             return
+        if self.name == "python":
+            self._note_exits()
+            with contextlib.suppress(Exception):
+                self.collector.stop()
+            self.stopped_at = time.monotonic()
         with contextlib.suppress(Exception):
             self.batches.append(self.collector.drain())
-        self._note_exits()
-        with contextlib.suppress(Exception):
-            self.collector.stop()
+        if self.name != "python":
+            self._note_exits()
+            with contextlib.suppress(Exception):
+                self.collector.stop()
+            self.stopped_at = time.monotonic()
         close = getattr(self.collector, "close", None) if self.owns else None
         if close is not None:
             with contextlib.suppress(Exception):
                 close()
-        self.stopped_at = time.monotonic()
 
     def stats(self) -> Dict[str, float]:
         try:
@@ -428,17 +449,14 @@ def run_profile(
         seconds: Python window length.
         rate: Python sampling rate per target, in Hz.
         collectors: which collectors to try.
-        on_window_open: called when the Python window opens (the caller starts its dumps
-            then, so they overlap the window instead of adding to it).
+        on_window_open: called when the Python window opens.
         attached: pid -> already attached PyProcess (the dump reader's), shared by the
             Python collector so a target is attached and its thread names read only once.
         deadline: CLOCK_MONOTONIC time by which every eBPF collector must have stopped (the
             caller's whole-command budget); never earlier than the Python window's end.
-        first_dump_done: set by the caller when its first dump is taken. Until then (at most
-            ``FIRST_DUMP_WAIT`` s) nothing is drained: draining is Python work, and the first
-            dump, the one a hang is judged against, must not queue behind it for the GIL
-            (seen here under load: a round of 20 dumps took 6 s instead of 0.5 s). The
-            samplers run on meanwhile and buffer their samples.
+        first_dump_done: set by the caller when its first dump is taken; the Python window
+            opens after it (at most ``FIRST_DUMP_WAIT`` s later), while the eBPF programs
+            compile.
         grace: seconds the eBPF collectors may run past the Python window (compile time).
     """
     result = ProfileResult()
@@ -446,74 +464,30 @@ def run_profile(
     lock = threading.Lock()
     pyspy: Optional[_PySpyRun] = None
     merger = None
-    t0 = time.monotonic()
-    py_end = t0 + seconds
-    hard_end = py_end + grace
-    if deadline is not None:
-        hard_end = max(py_end, min(hard_end, deadline))
-    if "python" in collectors:
-        cls = _collector_class("python")
-        # Idle threads' samples are kept when eBPF rows will be merged: a blocked thread then
-        # still has its Python stack, so its off-CPU time and syscalls are charged to it (their
-        # cpu:nanoseconds is 0, so on-CPU views are unchanged). With many threads both the
-        # merge and aggregating every idle sample cost too much Python time: on-CPU only then.
-        load = rate * sum(_thread_count(pid) for pid in pids)
-        merge_on = load <= MERGE_MAX_THREAD_SAMPLES
-        if cls is not None:
-            result.sources["python"] = "hostprof"
-            for pid in pids:
-                try:
-                    coll = None
-                    shared = False
-                    if attached is not None:
-                        proc = attached(pid)
-                        try:
-                            coll = cls([proc], rate=rate, idle=merge_on)
-                            shared = True
-                        except TypeError:  # a collector that cannot take attached processes
-                            coll = None
-                    if coll is None:
-                        coll = cls.probe(pids=[pid], rate=rate, idle=merge_on)
-                    if coll is None:
-                        result.target_errors[pid] = "python collector does not apply"
-                        continue
-                    coll.start()
-                    runs.append(_Run("python", coll, py_end, pid, owns=not shared))
-                except Exception as exc:
-                    result.target_errors[pid] = _one_line(exc)
-            # A target the core cannot read (an interpreter it does not support) is still
-            # profiled, by py-spy, if that is installed.
-            fallback = [pid for pid in pids if pid in result.target_errors]
-            exe = find_pyspy() if fallback else None
-            if exe and fallback:
-                pyspy = _PySpyRun(exe, fallback, rate)
-                pyspy.start()
-                for pid in fallback:
-                    result.target_errors.pop(pid)
-            if merge_on:
-                with contextlib.suppress(ImportError):
-                    from hostprof.merge import PythonMerger
+    cls = _collector_class("python") if "python" in collectors else None
+    # Idle threads' samples are kept when eBPF rows will be merged: a blocked thread then still
+    # has its Python stack, so its off-CPU time and syscalls are charged to it (their
+    # cpu:nanoseconds is 0, so on-CPU views are unchanged). With many threads both the merge
+    # and aggregating every idle sample cost too much Python time: on-CPU only then.
+    load = rate * sum(_thread_count(pid) for pid in pids)
+    merge_on = cls is not None and load <= MERGE_MAX_THREAD_SAMPLES
+    if merge_on:
+        with contextlib.suppress(ImportError):
+            from hostprof.merge import PythonMerger
 
-                    merger = PythonMerger(interval_ns=int(1e9 / rate))
-            else:
-                result.unavailable["merge"] = (
-                    f"Python frames not merged into eBPF stacks: {load:,} thread samples/s "
-                    f"is over the {MERGE_MAX_THREAD_SAMPLES:,} the time budget allows"
-                )
-        else:
-            exe = find_pyspy()
-            if exe:
-                pyspy = _PySpyRun(exe, pids, rate)
-                pyspy.start()
-                result.sources["python"] = "py-spy"
-            else:
-                result.failed["python"] = "neither the sampling core nor py-spy is installed"
-    result.start_ns = time.time_ns()
-    if on_window_open is not None:
-        on_window_open()
+            merger = PythonMerger(interval_ns=int(1e9 / rate))
+    elif cls is not None:
+        result.unavailable["merge"] = (
+            f"Python frames not merged into eBPF stacks: {load:,} thread samples/s "
+            f"is over the {MERGE_MAX_THREAD_SAMPLES:,} the time budget allows"
+        )
+
+    # 1. eBPF programs start compiling at once, on their own thread: they are the long pole.
+    #    Until the Python window opens, their end is provisional.
+    provisional_end = time.monotonic() + FIRST_DUMP_WAIT + seconds + grace
+    if deadline is not None:
+        provisional_end = min(provisional_end, deadline)
     ebpf = [c for c in collectors if c in EBPF_COLLECTORS]
-    # Time slots give each eBPF row a timestamp the merger can join on; without a merger they
-    # only cost map entries, so rows stay aggregated over the window.
     ebpf_options: Dict[str, Any] = {}
     # One symbolizer for every eBPF collector: /proc/kallsyms and each target's ELF files are
     # then parsed once, not once per collector (measured: 1.4 s per kallsyms parse under load).
@@ -522,12 +496,74 @@ def run_profile(
 
         ebpf_options["symbolizer"] = Symbolizer()
     if merger is not None:
+        # Time slots give each eBPF row a timestamp the merger can join on; without a merger
+        # they only cost map entries, so rows stay aggregated over the window.
         with contextlib.suppress(ImportError):
             from hostprof.collectors import _ebpf
 
             ebpf_options["slot_ns"] = _ebpf.DEFAULT_SLOT_NS
-    starter = _Starter(ebpf, pids, seconds, hard_end, runs, lock, result, ebpf_options)
+    starter = _Starter(ebpf, pids, seconds, provisional_end, runs, lock, result, ebpf_options)
     starter.start()
+
+    # 2. The caller's first dump goes before the Python samplers: 20 sampling loops take the
+    #    CPU a dump needs (seen here under load: a round of 20 dumps took 4 s next to them,
+    #    0.35 s alone), and the first dump is the one a hang is judged against.
+    if first_dump_done is not None:
+        first_dump_done.wait(FIRST_DUMP_WAIT)
+
+    # 3. The Python window.
+    t0 = time.monotonic()
+    py_end = t0 + seconds
+    hard_end = py_end + grace
+    if deadline is not None:
+        hard_end = max(py_end, min(hard_end, deadline))
+    with lock:
+        starter.hard_end = hard_end
+        for r in runs:
+            r.deadline = min(r.deadline, hard_end)
+    if cls is not None:
+        result.sources["python"] = "hostprof"
+        for pid in pids:
+            try:
+                coll = None
+                shared = False
+                if attached is not None:
+                    proc = attached(pid)
+                    try:
+                        coll = cls([proc], rate=rate, idle=merge_on)
+                        shared = True
+                    except TypeError:  # a collector that cannot take attached processes
+                        coll = None
+                if coll is None:
+                    coll = cls.probe(pids=[pid], rate=rate, idle=merge_on)
+                if coll is None:
+                    result.target_errors[pid] = "python collector does not apply"
+                    continue
+                coll.start()
+                with lock:
+                    runs.append(_Run("python", coll, py_end, pid, owns=not shared))
+            except Exception as exc:
+                result.target_errors[pid] = _one_line(exc)
+        # A target the core cannot read (an interpreter it does not support) is still
+        # profiled, by py-spy, if that is installed.
+        fallback = [pid for pid in pids if pid in result.target_errors]
+        exe = find_pyspy() if fallback else None
+        if exe and fallback:
+            pyspy = _PySpyRun(exe, fallback, rate)
+            pyspy.start()
+            for pid in fallback:
+                result.target_errors.pop(pid)
+    elif "python" in collectors:
+        exe = find_pyspy()
+        if exe:
+            pyspy = _PySpyRun(exe, pids, rate)
+            pyspy.start()
+            result.sources["python"] = "py-spy"
+        else:
+            result.failed["python"] = "neither the sampling core nor py-spy is installed"
+    result.start_ns = time.time_ns()
+    if on_window_open is not None:
+        on_window_open()
     # The drain loop: Python first, so the merger has the stacks the eBPF rows need.
     aggs: Dict[str, Aggregator] = {}
 
@@ -535,6 +571,11 @@ def run_profile(
         with lock:
             current = list(runs)
         batches: List[Tuple[_Run, Any]] = []
+        now = time.monotonic()
+        for r in current:
+            # Python samplers past the window stop now, before any (possibly slow) draining.
+            if r.name == "python" and r.stopped_at is None and (final or now >= r.deadline):
+                r.stop()
         for r in sorted(current, key=lambda r: r.name != "python"):
             if final:
                 r.stop()
@@ -558,8 +599,6 @@ def run_profile(
                 )
             agg.add(b)
 
-    if first_dump_done is not None:
-        first_dump_done.wait(max(0.0, min(FIRST_DUMP_WAIT, py_end - time.monotonic())))
     while True:
         now = time.monotonic()
         with lock:

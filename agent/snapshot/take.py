@@ -1,15 +1,14 @@
 """Runs a whole snapshot: facts, two dumps and the profile window, overlapped in time.
 
-Timeline (S = --profile-seconds)::
+Timeline (S = --profile-seconds; times for 20 targets x 50 threads on an idle machine)::
 
-    t=0       attach to every target; Python window opens (sampling core or py-spy);
-              dump round 1 of every target (4 workers); eBPF programs start compiling, one
-              at a time, each collector starting as soon as its program is loaded
-    ~t=0.3 s  facts of every target (psutil, /proc), after round 1
-    t=1 s     dump round 2
-    t=S       Python window closes
-    <=t=S+1   the last eBPF collector stops (each runs S seconds or until then)
-    after     findings, reports, archive (about 0.5 s for 20 targets)
+    t=0         dump round 1 of every target (4 workers, attaching on the way); eBPF programs
+                start compiling, one at a time, each collector starting once loaded
+    t=d~0.4 s   Python window opens (sampling core, or py-spy); facts of every target
+    t=1 s       dump round 2 (one interval after round 1 began)
+    t=d+S       Python window closes
+    <=budget    the last eBPF collector stops: S seconds each, or by the command's deadline
+    after       findings, reports, archive (about 0.5 s)
 
 Nothing here pauses a target, and nothing a target does (exit, deny access, run an unknown
 interpreter) stops the snapshot: it is recorded per target and the rest go on.
@@ -247,26 +246,26 @@ def take_snapshot(
                 submit_facts()
 
         dumps_box: Dict[str, Any] = {}
-        dump_thread: List[threading.Thread] = []
 
-        def start_dumps() -> None:
-            def work() -> None:
-                try:
-                    dumps_box["stacks"] = take_dumps(
-                        py_pids,
-                        options.with_locals,
-                        chain,
-                        pool,
-                        DUMP_INTERVAL,
-                        on_round=on_round,
-                    )
-                except Exception as exc:  # never lose the rest of the snapshot
-                    dumps_box["error"] = f"{type(exc).__name__}: {exc}"
+        def work() -> None:
+            try:
+                dumps_box["stacks"] = take_dumps(
+                    py_pids,
+                    options.with_locals,
+                    chain,
+                    pool,
+                    DUMP_INTERVAL,
+                    on_round=on_round,
+                )
+            except Exception as exc:  # never lose the rest of the snapshot
+                dumps_box["error"] = f"{type(exc).__name__}: {exc}"
+            finally:
+                first_dump.set()
 
-            th = threading.Thread(target=work, name="snapshot-dumps", daemon=True)
-            th.start()
-            dump_thread.append(th)
-
+        # The dumps start first; the Python window opens once the first is taken (see
+        # run_profile), and the second dump falls inside it.
+        dump_thread = threading.Thread(target=work, name="snapshot-dumps", daemon=True)
+        dump_thread.start()
         say(f"profiling {len(py_pids)} Python process(es) for {options.profile_seconds:g} s")
         if py_pids:
             snap.profile = run_profile(
@@ -274,15 +273,13 @@ def take_snapshot(
                 options.profile_seconds,
                 _rate_for(len(py_pids), options.rate),
                 options.collectors,
-                on_window_open=start_dumps,
                 attached=getattr(chain[0][1], "process", None) if chain else None,
                 deadline=options.deadline,
                 first_dump_done=first_dump,
                 grace=options.ebpf_grace,
             )
         snap.mark("profile", t0)
-        for th in dump_thread:
-            th.join()
+        dump_thread.join()
         snap.mark("dumps joined", t0)
         submit_facts()  # no Python targets, or the dumps failed before round 1
         snap.stacks = dumps_box.get("stacks", {})
