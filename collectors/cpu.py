@@ -85,6 +85,9 @@ class CpuCollector(Collector):
         return cls(pids, **options)
 
     def start(self) -> None:
+        """Compiles, loads and attaches; a second call (already started) does nothing."""
+        if self._bpf:
+            return
         bcc = _kernel.import_bcc()
         self._bpf, compile_s = _ebpf.load(
             "cpu.bpf.c",

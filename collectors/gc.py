@@ -288,6 +288,9 @@ class GcCollector(Collector):
         return c
 
     def start(self) -> None:
+        """Compiles, loads and attaches; a second call (already started) does nothing."""
+        if self._programs:
+            return
         compile_s = 0.0
         for probe in self.probes:
             defines: Dict[str, object] = {"HP_SLOT_SHIFT": self.shift}

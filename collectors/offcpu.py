@@ -68,6 +68,9 @@ class OffCpuCollector(Collector):
         return cls(pids, **options)
 
     def start(self) -> None:
+        """Compiles, loads and attaches; a second call (already started) does nothing."""
+        if self._bpf:
+            return
         self._bpf, compile_s = _ebpf.load(
             "offcpu.bpf.c",
             {

@@ -79,6 +79,9 @@ class SyscallsCollector(Collector):
         return cls(pids, **options)
 
     def start(self) -> None:
+        """Compiles, loads and attaches; a second call (already started) does nothing."""
+        if self._bpf:
+            return
         self._bpf, compile_s = _ebpf.load(
             "syscalls.bpf.c",
             {"HP_SLOT_SHIFT": self.shift, "HP_USER_STACKS": self.user_stacks},

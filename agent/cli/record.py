@@ -43,6 +43,7 @@ def _python_factory(pids: List[int], args: argparse.Namespace) -> Optional[Colle
         idle=args.idle,
         gil_only=args.gil,
         subprocesses=args.subprocesses,
+        blocking=getattr(args, "blocking", False),
     )
 
 
@@ -61,12 +62,7 @@ def _ebpf_factory(name: str) -> CollectorFactory:
         if name == "cpu":
             from hostprof.collectors.cpu import CpuCollector
 
-            # Beside the Python sampler, eBPF CPU samples get their own columns so the two
-            # samplers' CPU time is not added up.
-            separate = "python" in (args.collect or "").split(",")
-            return CpuCollector.probe(
-                pids, frequency=int(args.rate) or 99, separate_types=separate, **slot
-            )
+            return CpuCollector.probe(pids, frequency=int(args.rate) or 99, **slot)
         if name == "offcpu":
             from hostprof.collectors.offcpu import OffCpuCollector
 
@@ -148,6 +144,12 @@ class RecordCommand(Command):
             "--subprocesses", action="store_true", help="also profile Python child processes"
         )
         parser.add_argument(
+            "--blocking",
+            action="store_true",
+            help="pause the target (ptrace) while reading each sample: consistent stacks at "
+            "the cost of slowing it down (default: never pause; torn reads are retried)",
+        )
+        parser.add_argument(
             "--native",
             action="store_true",
             help="add native and kernel stacks (eBPF 'cpu' collector)",
@@ -170,6 +172,11 @@ class RecordCommand(Command):
             command = command[1:]
         if command and args.pid:
             raise UsageError("give either --pid or a command after '--', not both", "")
+        if command and args.blocking:
+            # hostprof waits for its launched child, which would steal the ptrace stops.
+            raise UsageError(
+                "--blocking works with --pid only", "start the program, then record --pid"
+            )
         names = [n.strip() for n in args.collect.split(",") if n.strip()]
         if args.native and "cpu" not in names:
             names.append("cpu")
@@ -247,6 +254,26 @@ def _record_host(names: List[str], command: List[str], args: argparse.Namespace)
         file=sys.stderr,
     )
     return 0
+
+
+def _cpu_from_ebpf(batches: List[RawBatch]) -> List[RawBatch]:
+    """With the eBPF cpu collector beside the Python sampler, CPU time comes from eBPF.
+
+    Its rows carry the Python stack (merged) plus native and kernel frames, sampled on-CPU by
+    the kernel; the Python sampler's rows keep their wall time (and idle threads) but give up
+    their cpu and samples columns, so the two samplers' CPU is never added up and every
+    format's default column shows the native frames.
+    """
+    for b in batches:
+        if b.collector != "python" or not len(b):
+            continue
+        names = [str(t) for t in b.sample_types]
+        values = b.values.copy()
+        for st in (str(CPU_NS), "samples:count"):
+            if st in names:
+                values[:, names.index(st)] = 0
+        b.values = values
+    return batches
 
 
 def _process_roots() -> Callable[[List[RawBatch]], List[RawBatch]]:
@@ -367,6 +394,15 @@ def _add_thread_root(b: RawBatch) -> RawBatch:
 
 def _record(collectors: List[Collector], pid: int, args: argparse.Namespace) -> SessionResult:
     period = int(1e9 / args.rate)
+    # eBPF programs take 0.3-1 s each to compile: do it before the clock starts, so
+    # --duration means seconds of data; what they caught meanwhile is discarded. (The
+    # session's own start() calls are then no-ops.)
+    for c in collectors:
+        if c.name in EBPF_COLLECTORS:
+            c.start()
+    for c in collectors:
+        if c.name in EBPF_COLLECTORS:
+            c.drain()
     sample_types = list(SAMPLE_TYPES)
     for c in collectors:
         sample_types += [t for t in getattr(c, "sample_types", ()) if t not in sample_types]
@@ -386,6 +422,8 @@ def _record(collectors: List[Collector], pid: int, args: argparse.Namespace) -> 
 
         merger = PythonMerger(interval_ns=period, collector_slots={"offcpu": 1 << 20})
         session.batch_hooks.append(merger)
+        if any(c.name == "cpu" for c in collectors):
+            session.batch_hooks.append(_cpu_from_ebpf)
     session.batch_hooks.append(_thread_roots(args.threads))
     version = ""
     for c in collectors:

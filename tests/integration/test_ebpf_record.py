@@ -57,7 +57,7 @@ def test_record_merges_every_collector_under_python(tmp_path: Path) -> None:
     profile = read_profile(out.read_bytes())
     types = [str(s) for s in profile.sample_types]
     for st in (
-        "ebpf_samples:count",
+        "samples:count",
         "offcpu:nanoseconds",
         "syscalls:count",
         "gc_collections:count",
@@ -74,6 +74,16 @@ def test_record_merges_every_collector_under_python(tmp_path: Path) -> None:
                 found[key] = found.get(key, 0) + values[i]
         return found
 
+    # CPU samples come from the eBPF cpu collector: native and kernel frames under Python
+    i = profile.sample_type_index("samples:count")
+    native_under_reader = sum(
+        values[i]
+        for frames, _labels, values in profile.items()
+        if values[i]
+        and "reader" in [f.function for f in frames if f.kind == 0]
+        and any(f.kind in (1, 2) for f in frames)
+    )
+    assert native_under_reader > 0
     reads = under("syscalls:count", "<syscall:read>")
     assert max(reads, key=reads.get) == "reader", reads
     gcs = under("gc_collections:count", "<gc gen=")
