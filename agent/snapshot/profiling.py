@@ -484,9 +484,9 @@ def run_profile(
 
     # 1. eBPF programs start compiling at once, on their own thread: they are the long pole.
     #    Until the Python window opens, their end is provisional.
+    # (Not capped by the deadline: when the first dump is slow, the window, and with it the
+    # final end, move later than the deadline; the real end is set when the window opens.)
     provisional_end = time.monotonic() + FIRST_DUMP_WAIT + seconds + grace
-    if deadline is not None:
-        provisional_end = min(provisional_end, deadline)
     ebpf = [c for c in collectors if c in EBPF_COLLECTORS]
     ebpf_options: Dict[str, Any] = {}
     # One symbolizer for every eBPF collector: /proc/kallsyms and each target's ELF files are

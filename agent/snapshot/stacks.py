@@ -45,9 +45,18 @@ BUSY = "busy in the same place"
 SLEEPING = "sleeping"
 IO_WAIT = "waiting for I/O"
 EVENT_WAIT = "waiting for an event"
+REPEATING = "running at the same line in both dumps, little CPU between"
 BLOCKED = "blocked"
 
-REASON_ORDER = {LOCK_WAIT: 0, BUSY: 1, BLOCKED: 2, IO_WAIT: 3, EVENT_WAIT: 4, SLEEPING: 5}
+REASON_ORDER = {
+    LOCK_WAIT: 0,
+    BUSY: 1,
+    BLOCKED: 2,
+    IO_WAIT: 3,
+    REPEATING: 4,
+    EVENT_WAIT: 5,
+    SLEEPING: 6,
+}
 """How alarming each kind of stuck thread is, most first (the summary's order)."""
 
 IDLE_REASONS = frozenset({EVENT_WAIT, SLEEPING})
@@ -227,7 +236,9 @@ def classify(
     if cpu is not None and cpu >= 0.3 * interval:
         return BUSY, cpu
     if second.os_state == "running" and first.os_state == "running":
-        return BUSY, cpu
+        # Running at both instants but (where known) using little CPU in between: a loop
+        # that mostly waits and was caught at the same line twice.
+        return (BUSY if cpu is None else REPEATING), cpu
     # A thread caught between two syscalls in one dump still tells what it waits on in the other.
     sc = second.syscall or first.syscall
     if sc in LOCK_SYSCALLS:
