@@ -102,13 +102,17 @@ class PythonCollector(Collector):
         idle: bool = False,
         gil_only: bool = False,
         subprocesses: bool = False,
+        blocking: bool = False,
     ) -> None:
         self.rate = float(rate)
+        self.blocking = blocking
         self.interval_ns = int(1e9 / self.rate)
         self.idle = idle
         self.gil_only = gil_only
         self.subprocesses = subprocesses
-        self.targets: Dict[int, _Target] = {p.pid: _Target(p, self.interval_ns) for p in procs}
+        self.targets: Dict[int, _Target] = {}
+        for p in procs:
+            self._add_target(p)
         self._gone: List[int] = []
         self._first_seen: Dict[int, float] = {}
         self._started = False
@@ -126,7 +130,7 @@ class PythonCollector(Collector):
 
         Options: ``rate`` (Hz, default 100), ``idle`` (keep samples of idle threads),
         ``gil_only`` (keep only the GIL holder), ``subprocesses`` (follow Python children),
-        ``max_depth``.
+        ``blocking`` (ptrace-stop the target while reading: opt-in), ``max_depth``.
 
         Raises:
             HostprofError: a pid cannot be profiled (gone, not Python, no permission...).
@@ -148,6 +152,7 @@ class PythonCollector(Collector):
             idle=bool(options.get("idle", False)),
             gil_only=bool(options.get("gil_only", False)),
             subprocesses=bool(options.get("subprocesses", False)),
+            blocking=bool(options.get("blocking", False)),
         )
 
     def start(self) -> None:
@@ -178,6 +183,12 @@ class PythonCollector(Collector):
     def exited(self) -> List[int]:
         """Pids whose sampling ended because the process exited."""
         return [pid for pid, t in self.targets.items() if t.finished and t.gone]
+
+    def _add_target(self, proc: PyProcess) -> _Target:
+        proc.reader.blocking = self.blocking
+        target = _Target(proc, self.interval_ns)
+        self.targets[proc.pid] = target
+        return target
 
     # ------------------------------------------------------------------------ drain
     def drain(self) -> RawBatch:
@@ -258,15 +269,14 @@ class PythonCollector(Collector):
                     if now - first > _CHILD_GRACE_SECONDS:
                         self._gone.append(child.pid)
                     continue
-                target = _Target(proc, self.interval_ns)
-                self.targets[child.pid] = target
+                target = self._add_target(proc)
                 if self._started:
                     target.start()
 
     # ------------------------------------------------------------------------ stats
     def stats(self) -> Dict[str, float]:
         """samples, ticks, achieved rate (Hz), sampling efficiency, torn/late counts, CPU."""
-        ticks = samples = torn = dropped = late = errors = busy = 0
+        ticks = samples = torn = dropped = late = errors = busy = paused = 0
         for t in self.targets.values():
             s = t.proc.reader.stats()
             ticks += s["ticks"]
@@ -276,6 +286,7 @@ class PythonCollector(Collector):
             late += s["late"]
             errors += s["errors"]
             busy += s["busy_ns"]
+            paused += s["paused_ns"]
         elapsed = max(time.monotonic() - self._start_time, 1e-9) if self._started else 0.0
         per_target = ticks / max(len(self.targets), 1)
         return {
@@ -288,6 +299,7 @@ class PythonCollector(Collector):
             "late": float(late),
             "errors": float(errors),
             "busy_seconds": busy / 1e9,
+            "paused_seconds": paused / 1e9,
             "targets": float(len(self.targets)),
             "exited": float(len(self.exited)),
         }

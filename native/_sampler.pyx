@@ -265,9 +265,19 @@ cdef class Reader:
                 "ticks": s.ticks, "samples": s.samples, "torn_retries": s.torn_retries,
                 "torn_dropped": s.torn_dropped, "late": s.late, "reads": s.reads,
                 "errors": s.errors, "busy_ns": s.busy_ns, "stale_codes": s.stale_codes,
+                "paused_ns": s.paused_ns,
             }
         finally:
             hp_reader_unlock(r)
+
+    @property
+    def blocking(self):
+        """Opt-in: stop every target thread (ptrace) while each instant is read."""
+        return bool(self._get().blocking)
+
+    @blocking.setter
+    def blocking(self, value):
+        self._get().blocking = 1 if value else 0
 
     @property
     def last_error(self):

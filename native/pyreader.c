@@ -11,6 +11,9 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -617,6 +620,9 @@ void hp_reader_free(hp_reader *r) {
         if (r->stat_fds[i] >= 0) close(r->stat_fds[i]);
     free(r->stat_tids);
     free(r->stat_fds);
+    free(r->seized);
+    r->seized = NULL;
+    r->n_seized = r->cap_seized = 0;
     free(r->pages);
     free(r->scratch);
     hp_buf_free(&r->out);
@@ -830,6 +836,82 @@ int hp_sample_once(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns) {
     return rc;
 }
 
+
+/* ------------------------------------------------------------------------ --blocking */
+
+/* Opt-in pausing (record --blocking): each instant, every thread of the target is stopped
+ * with PTRACE_SEIZE + PTRACE_INTERRUPT, read, then resumed with PTRACE_CONT. Only the sampling
+ * thread traces (ptrace requests must come from the tracer thread). A signal that arrives
+ * while we stop a thread is re-injected when it resumes. If hostprof dies, the kernel detaches
+ * the tracees. */
+
+static int is_seized(hp_reader *r, int32_t tid) {
+    for (uint32_t i = 0; i < r->n_seized; i++)
+        if (r->seized[i] == tid) return 1;
+    return 0;
+}
+
+static void forget_seized(hp_reader *r, uint32_t i) {
+    r->seized[i] = r->seized[--r->n_seized];
+}
+
+/* Waits for tid's interrupt stop, passing on any signal it receives meanwhile. Returns 0 when
+ * stopped, -1 when the thread is gone. */
+static int wait_interrupt_stop(pid_t tid) {
+    for (int guard = 0; guard < 64; guard++) {
+        int status = 0;
+        pid_t got = waitpid(tid, &status, __WALL);
+        if (got < 0) return errno == EINTR ? 0 : -1;
+        if (WIFEXITED(status) || WIFSIGNALED(status)) return -1;
+        if (!WIFSTOPPED(status)) continue;
+        if ((status >> 16) == PTRACE_EVENT_STOP) return 0;
+        /* A signal-delivery stop: deliver the signal; our interrupt is still pending. */
+        if (ptrace(PTRACE_CONT, tid, 0, (void *)(uintptr_t)WSTOPSIG(status)) != 0) return -1;
+    }
+    return -1;
+}
+
+static void pause_threads(hp_reader *r) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)r->pid);
+    DIR *dir = opendir(path);
+    if (dir) {
+        struct dirent *e;
+        while ((e = readdir(dir)) != NULL) {
+            int32_t tid = (int32_t)atoi(e->d_name);
+            if (tid <= 0 || is_seized(r, tid)) continue;
+            if (ptrace(PTRACE_SEIZE, tid, 0, 0) != 0) continue;
+            if (r->n_seized == r->cap_seized) {
+                uint32_t cap = r->cap_seized ? r->cap_seized * 2 : 16;
+                int32_t *t = realloc(r->seized, cap * sizeof *t);
+                if (!t) { ptrace(PTRACE_DETACH, tid, 0, 0); continue; }
+                r->seized = t;
+                r->cap_seized = cap;
+            }
+            r->seized[r->n_seized++] = tid;
+        }
+        closedir(dir);
+    }
+    for (uint32_t i = 0; i < r->n_seized;) {
+        if (ptrace(PTRACE_INTERRUPT, r->seized[i], 0, 0) != 0) { forget_seized(r, i); continue; }
+        i++;
+    }
+    for (uint32_t i = 0; i < r->n_seized;) {
+        if (wait_interrupt_stop(r->seized[i]) != 0) { forget_seized(r, i); continue; }
+        i++;
+    }
+}
+
+static void resume_threads(hp_reader *r) {
+    for (uint32_t i = 0; i < r->n_seized; i++) ptrace(PTRACE_CONT, r->seized[i], 0, 0);
+}
+
+static void detach_threads(hp_reader *r) {
+    pause_threads(r);
+    for (uint32_t i = 0; i < r->n_seized; i++) ptrace(PTRACE_DETACH, r->seized[i], 0, 0);
+    r->n_seized = 0;
+}
+
 int hp_sample_loop(hp_reader *r, int64_t interval_ns) {
     int64_t next = hp_monotonic_ns();
     int result = HP_OK;
@@ -842,7 +924,16 @@ int hp_sample_loop(hp_reader *r, int64_t interval_ns) {
          * code cache and output buffer only between samples. */
         pthread_mutex_lock(&r->lock);
         int64_t start = hp_monotonic_ns();
+        int64_t paused_at = 0;
+        if (r->blocking) {
+            pause_threads(r);
+            paused_at = hp_monotonic_ns();
+        }
         int rc = hp_sample_once(r, &r->out, start);
+        if (r->blocking) {
+            resume_threads(r);
+            r->stats.paused_ns += (uint64_t)(hp_monotonic_ns() - paused_at);
+        }
         int64_t end = hp_monotonic_ns();
         r->stats.ticks++;
         r->stats.busy_ns += (uint64_t)(end - start);
@@ -880,6 +971,7 @@ int hp_sample_loop(hp_reader *r, int64_t interval_ns) {
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR && !r->stop) {
         }
     }
+    if (r->blocking) detach_threads(r);
     r->fast_os_state = 0;
     r->last_error = result;
     return result;

@@ -134,6 +134,7 @@ typedef struct {
     uint64_t errors;         /* ticks that failed entirely */
     uint64_t busy_ns;        /* time spent sampling (not sleeping) */
     uint64_t stale_codes;    /* cached code objects found replaced at the same address */
+    uint64_t paused_ns;      /* time the target was stopped (--blocking only) */
 } hp_stats;
 
 #define HP_PAGE_SLOTS 256
@@ -175,6 +176,9 @@ typedef struct {
     hp_sample_buf out;
     hp_stats stats;
     volatile int stop;
+    int blocking;             /* opt-in: ptrace-stop every thread while reading */
+    int32_t *seized;          /* tids seized with PTRACE_SEIZE (blocking mode) */
+    uint32_t n_seized, cap_seized;
     int last_error;
     uint64_t *scratch;        /* one thread's frame keys, leaf first */
     /* code-object validation: the [lo, lo + len) span holding name/filename/linetable */

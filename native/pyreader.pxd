@@ -53,6 +53,7 @@ cdef extern from "pyreader.h" nogil:
         uint64_t errors
         uint64_t busy_ns
         uint64_t stale_codes
+        uint64_t paused_ns
 
     ctypedef struct hp_reader:
         int pid
@@ -64,6 +65,7 @@ cdef extern from "pyreader.h" nogil:
         hp_sample_buf out
         hp_stats stats
         int stop
+        int blocking
         int last_error
 
     int hp_offsets_set(hp_py_offsets *o, const char *name, int64_t value) noexcept

@@ -490,6 +490,9 @@ def _report(result: SessionResult, pid: int, output: str, fmt: str) -> None:
         f"{int(py.get('late', 0))} late ticks",
         file=sys.stderr,
     )
+    if py.get("paused_seconds"):
+        share = 100 * py["paused_seconds"] / max(result.elapsed, 1e-9)
+        print(f"hostprof: --blocking paused the target {share:.1f}% of the time", file=sys.stderr)
     if result.samples == 0:
         print(
             "hostprof: no samples: every thread was idle (add --idle to include idle threads)",
