@@ -191,3 +191,31 @@ def test_sigterm_with_a_hanging_store_exits_in_time_and_spools(tmp_path: Path) -
         agent.ensure_dead()
         stop_target(target)
         hole.close()
+
+
+def test_legacy_ingest_protocol_into_the_real_store(tmp_path: Path) -> None:
+    from daemon_harness import Store
+
+    token = new_token()
+    store = Store(tmp_path / "store")
+    store.start()
+    target = spawn_target(token)
+    agent = Agent(tmp_path, store.url, token, window_s=2.0)
+    agent.config.write_text(
+        agent.config.read_text().replace("timeout_s =", 'protocol = "ingest"\ntimeout_s =', 1)
+    )
+    try:
+        agent.start()
+        assert agent.status()["store"]["protocol"] == "ingest"
+        wait_for(
+            lambda: agent.status()["metrics"]["windows_pushed"] >= 2,
+            20,
+            "windows pushed over /ingest",
+        )
+        assert agent.status()["push"]["sink"] == "ingest"
+        agent.stop()
+    finally:
+        agent.ensure_dead()
+        stop_target(target)
+        store.stop()
+    assert {pid for pid, _ in store.windows()} == {str(target.pid)}
