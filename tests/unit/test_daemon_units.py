@@ -141,3 +141,15 @@ def test_budget_order_rates_then_collectors_then_targets() -> None:
     undo = [b.decide([], ["t1"], True) for _ in range(3)][-1]
     assert undo.kind == "restore_target" and undo.targets == ("t2",)
     assert b.shed == ["t3"]
+
+
+def test_budget_memory_over_skips_rate_cuts() -> None:
+    b = Budget(BudgetConfig(max_cpu_percent=50.0, max_memory_mb=100.0, interval_s=5.0))
+    b._warmup = 0
+    b.measured_s = 5.0
+    b.cpu_percent, b.rss_bytes = 1.0, 150 << 20
+    a = b.decide(["gc"], ["t2", "t1"], rates_at_floor=False)
+    assert (a.kind, a.collector) == ("drop_collector", "gc")
+    a = b.decide([], ["t2", "t1"], rates_at_floor=False)
+    assert a.kind == "shed_targets" and "rss 150 MiB > 100 MiB" in a.detail
+    assert b.rate_scale == 1.0
