@@ -322,6 +322,7 @@ def from_debug_offsets(data: bytes, code_type_addr: int) -> Tuple[int, bool, Dic
         "bytes_size": d["bytes_object.ob_size"],
         "bytes_sval": d["bytes_object.ob_sval"],
         "code_type_addr": code_type_addr,
+        "unicode_type_addr": 0,
         # f_executable is a tagged _PyStackRef from 3.14: the low bits are flags.
         "executable_mask": (~7) & 0xFFFFFFFFFFFFFFFF if minor >= 14 else 0xFFFFFFFFFFFFFFFF,
     }
@@ -395,6 +396,7 @@ def from_table(version_hex: int, code_type_addr: int) -> Dict[str, int]:
         "bytes_size": t["bytes_size"],
         "bytes_sval": t["bytes_sval"],
         "code_type_addr": code_type_addr,
+        "unicode_type_addr": 0,
         "executable_mask": 0xFFFFFFFFFFFFFFFF,
     }
     offsets["_dict_keys"] = t["dict_keys"]
@@ -421,7 +423,7 @@ def reader_fields(offsets: Dict[str, int]) -> Dict[str, int]:
     """The subset of ``offsets`` that pyreader.c takes (drops ``_``-prefixed extras)."""
     out = {k: v for k, v in offsets.items() if not k.startswith("_")}
     # int64 in C: store the unsigned 64-bit masks as their two's-complement values.
-    for k in ("executable_mask", "code_type_addr"):
+    for k in ("executable_mask", "code_type_addr", "unicode_type_addr"):
         if out[k] >= 1 << 63:
             out[k] -= 1 << 64
     return out

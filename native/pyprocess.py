@@ -341,6 +341,7 @@ def attach(pid: int, max_depth: int = 4096) -> PyProcess:
             offsets = pyoffsets.from_table(version, code_type)
         except pyoffsets.UnsupportedVersion as exc:
             raise _unsupported(str(exc)) from None
+    offsets["unicode_type_addr"] = owner.symbol("PyUnicode_Type") or 0
     try:
         reader = Reader(pid, runtime, pyoffsets.reader_fields(offsets), max_depth)
     except ReadError as exc:

@@ -1,4 +1,7 @@
 /* pyreader: see pyreader.h. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* process_vm_readv */
+#endif
 #include "pyreader.h"
 
 #include <errno.h>
@@ -75,6 +78,7 @@ static const struct {
     F(bytes_size),
     F(bytes_sval),
     F(code_type_addr),
+    F(unicode_type_addr),
     F(executable_mask),
 };
 #undef F
@@ -95,6 +99,7 @@ void hp_offsets_clear(hp_py_offsets *o) {
         memcpy((char *)o + OFFSET_FIELDS[i].at, &v, sizeof v);
     }
     o->code_type_addr = 0;
+    o->unicode_type_addr = 0;
     o->executable_mask = ~0ULL;
 }
 
@@ -248,6 +253,11 @@ static char *read_unicode(hp_reader *r, uint64_t addr) {
     uint32_t state = 0;
     int64_t length = 0;
     if (!addr) return NULL;
+    if (o->unicode_type_addr) {
+        uint64_t type = 0;
+        if (cread_ptr(r, addr + o->ob_type, &type) != HP_OK || type != o->unicode_type_addr)
+            return NULL;
+    }
     if (cread(r, addr + o->unicode_state, &state, 4) != HP_OK) return NULL;
     if (cread(r, addr + o->unicode_length, &length, 8) != HP_OK) return NULL;
     if (length < 0 || length > MAX_STR) return NULL;
@@ -342,6 +352,30 @@ static int64_t code_lookup(hp_reader *r, uint64_t addr) {
     c.filename = read_unicode(r, p_file);
     if (!c.name || !c.filename) { code_free(&c); return -1; }
     if (!c.qualname) c.qualname = dup_str(c.name);
+    /* The fields above came from the page cache, possibly from pages read at different
+     * moments; a code object being freed or reused meanwhile would mix two objects. Re-read
+     * its header in one fresh read and insist it still says the same. */
+    {
+        int64_t hi = o->code_linetable;
+        if (o->code_name > hi) hi = o->code_name;
+        if (o->code_filename > hi) hi = o->code_filename;
+        if (o->code_qualname > hi) hi = o->code_qualname;
+        uint8_t head[512];
+        size_t n = (size_t)hi + 8;
+        if (n > sizeof head || hp_read(r, addr, head, n) != HP_OK) { code_free(&c); return -1; }
+        uint64_t v_type, v_name, v_file, v_lines;
+        int32_t v_first;
+        memcpy(&v_type, head + o->ob_type, 8);
+        memcpy(&v_name, head + o->code_name, 8);
+        memcpy(&v_file, head + o->code_filename, 8);
+        memcpy(&v_lines, head + o->code_linetable, 8);
+        memcpy(&v_first, head + o->code_firstlineno, 4);
+        if ((o->code_type_addr && v_type != o->code_type_addr) || v_name != p_name ||
+            v_file != p_file || v_lines != p_lines || v_first != c.firstlineno) {
+            code_free(&c);
+            return -1;
+        }
+    }
     c.p_name = p_name;
     c.p_file = p_file;
     c.p_lines = p_lines;

@@ -86,6 +86,7 @@ typedef struct {
     int64_t bytes_size;
     int64_t bytes_sval;
     uint64_t code_type_addr;     /* runtime address of PyCode_Type; 0 = do not check */
+    uint64_t unicode_type_addr;  /* runtime address of PyUnicode_Type; 0 = do not check */
     uint64_t executable_mask;    /* mask applied to f_executable (tagged stackrefs, 3.14+) */
 } hp_py_offsets;
 
