@@ -6,11 +6,11 @@ Measures, each in a fresh process so numbers do not leak between cases:
    (target: <= 0.5 % of one core);
 2. compile + load time of each collector's BPF program;
 3. agent RSS (after 5 s, and peak) with all four collectors running host-wide (target: <= 150 MiB);
-4. target slowdown (CPU time) on a syscall-heavy loop (1-byte os.read from /dev/zero) with
-   the syscalls collector attached, side by side with no tracing and with bcc's own ``syscount -L``
-   (documented at 1.85x on such a loop).
+4. target slowdown (CPU time) on syscall-heavy loops (1-byte os.read from /dev/zero, about
+   0.3 us per call; 4 KiB os.read; os.stat) with the syscalls collector attached, side by side
+   with no tracing and with bcc's own ``syscount -L`` (documented at 1.85x on its own loop).
 
-Usage: sudo .venv/bin/python benchmarks/ebpf_overhead.py [--runs 3] [--seconds 10]
+Usage: sudo .venv/bin/python benchmarks/ebpf_overhead.py [--runs 3] [--seconds 10] [--only ...]
 The machine is shared: read ratios measured side by side, not absolute times.
 """
 
@@ -30,6 +30,7 @@ from typing import List
 from typing import Optional
 
 PY = sys.executable
+OLD_PROGRAM = ""  # path of the --before revision's syscalls.bpf.c, inside collectors/
 
 CPU_AGENT = """
 import json, sys, time
@@ -95,11 +96,25 @@ fd = os.open("/dev/zero", os.O_RDONLY)
 print("READY", flush=True)
 sys.stdin.readline()
 n = int(sys.argv[1])
+kind = sys.argv[2]
 t = time.process_time()
-for _ in range(n):
-    os.read(fd, 1)
+if kind == "read1":
+    for _ in range(n):
+        os.read(fd, 1)
+elif kind == "read4k":
+    for _ in range(n):
+        os.read(fd, 4096)
+else:
+    for _ in range(n):
+        os.stat("/tmp")
 print(time.process_time() - t, flush=True)
 """
+
+LOOPS = {
+    "read1": "1-byte os.read (/dev/zero)",
+    "read4k": "4 KiB os.read (/dev/zero)",
+    "stat": "os.stat",
+}
 
 SYSCALLS_AGENT = """
 import sys, time
@@ -111,6 +126,16 @@ sys.stdin.readline()
 b = c.drain()
 print(int(b.values[:, 0].sum()), flush=True)
 c.stop()
+"""
+
+# An older syscalls.bpf.c (from --before REV), loaded the way the collector loads its own.
+OLD_SYSCALLS_AGENT = """
+import sys
+from hostprof.collectors import _ebpf
+bpf, _ = _ebpf.load(sys.argv[2], {}, [int(sys.argv[1])])
+print("ATTACHED", flush=True)
+sys.stdin.readline()
+bpf.cleanup()
 """
 
 
@@ -145,20 +170,31 @@ def _run_json(source: str, *args: str) -> Dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _loop_time(n: int, tracer: Optional[str]) -> float:
-    """CPU seconds (user + system, so BPF time in the syscall path counts) for n 1-byte reads
-    in a fresh target with the given tracer attached. CPU time, not wall time: on a shared
-    machine the wall time mostly measures how long the target waited for a CPU."""
+def _loop_time(n: int, tracer: Optional[str], kind: str = "read1") -> float:
+    """CPU seconds (user + system, so BPF time in the syscall path counts) for n calls of a
+    loop kind (see LOOPS) in a fresh target with the given tracer attached. CPU time, not wall
+    time: on a shared machine the wall time mostly measures how long the target waited for a
+    CPU."""
     target = subprocess.Popen(
-        [PY, "-c", SYSCALL_LOOP, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [PY, "-c", SYSCALL_LOOP, str(n), kind],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert target.stdout is not None and target.stdin is not None
     target.stdout.readline()
     agent = None
     try:
-        if tracer == "hostprof":
+        if tracer in ("hostprof", "before"):
+            extra = [OLD_PROGRAM] if tracer == "before" else []
             agent = subprocess.Popen(
-                [PY, "-c", SYSCALLS_AGENT, str(target.pid)],
+                [
+                    PY,
+                    "-c",
+                    OLD_SYSCALLS_AGENT if tracer == "before" else SYSCALLS_AGENT,
+                    str(target.pid),
+                    *extra,
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -190,25 +226,46 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--reads", type=int, default=300_000)
+    ap.add_argument(
+        "--only",
+        default="cpu,rss,syscalls",
+        help="comma-separated sections: cpu (agent CPU), rss (compile + memory), syscalls",
+    )
+    ap.add_argument(
+        "--before",
+        metavar="REV",
+        help="also run the syscalls.bpf.c of this git revision, side by side",
+    )
     args = ap.parse_args(argv)
-    from hostprof.collectors import _kheaders
+    only = set(args.only.split(","))
+    global OLD_PROGRAM
+    if args.before:
+        src = subprocess.run(
+            ["git", "show", f"{args.before}:collectors/syscalls.bpf.c"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        ).stdout
+        # Beside the collectors, so the program's #include "hostprof.bpf.h" resolves.
+        from hostprof.collectors import _ebpf
 
-    os.environ["BCC_KERNEL_SOURCE"] = str(_kheaders.ensure())  # for syscount-bpfcc too
+        OLD_PROGRAM = str(_ebpf.HERE / f".before-{os.getpid()}.bpf.c")
+        with open(OLD_PROGRAM, "w") as f:
+            f.write(src)
+    try:
+        return _run(args, only)
+    finally:
+        if OLD_PROGRAM:
+            os.unlink(OLD_PROGRAM)
 
-    cpu_runs = [_run_json(CPU_AGENT, str(args.seconds)) for _ in range(args.runs)]
-    pid_runs = [_pid_set_cpu(args.seconds) for _ in range(args.runs)]
-    all_runs = [_run_json(ALL_AGENT, str(min(args.seconds, 5.0))) for _ in range(args.runs)]
-    loops: Dict[str, List[float]] = {"none": [], "hostprof": [], "syscount": []}
-    have_syscount = shutil.which("syscount-bpfcc") is not None
-    for _ in range(args.runs):
-        # Interleave the cases so drifting machine load hits each alike.
-        loops["none"].append(_loop_time(args.reads, None))
-        loops["hostprof"].append(_loop_time(args.reads, "hostprof"))
-        if have_syscount:
-            loops["syscount"].append(_loop_time(args.reads, "syscount"))
 
-    med = statistics.median
-    rows = [
+med = statistics.median
+
+
+def _cpu_rows(cpu_runs: List[Dict], pid_runs: List[Dict]) -> List[tuple]:
+    """Table rows of the agent-CPU section."""
+    return [
         (
             "agent CPU, host-wide cpu @99 Hz incl. symbolisation (steady)",
             f"{100 * med(r['cpu_share'] for r in cpu_runs):.2f} % of a core",
@@ -240,48 +297,63 @@ def main(argv: Optional[List[str]] = None) -> int:
             "reported",
         ),
     ]
+
+
+def _rss_rows(all_runs: List[Dict]) -> List[tuple]:
+    """Table rows of the compile-time and memory section."""
+    rows = []
     for name in ("cpu", "offcpu", "syscalls", "gc"):
         vals = [r["compile_s"][name] for r in all_runs if name in r["compile_s"]]
         if vals:
             rows.append((f"compile + load: {name}", f"{med(vals):.2f} s", ""))
+    mib = lambda key: f"{med(r[key] for r in all_runs) / 1024:.0f} MiB"  # noqa: E731
     rows.append(
-        (
-            "agent RSS, all four collectors host-wide, after 5 s",
-            f"{med(r['rss_kib'] for r in all_runs) / 1024:.0f} MiB",
-            "<= 150 MiB",
-        )
+        ("agent RSS, all four collectors host-wide, after 5 s", mib("rss_kib"), "<= 150 MiB")
     )
-    rows.append(
-        (
-            "  of which file-backed (libbcc+LLVM, libpython, numpy)",
-            f"{med(r['file_kib'] for r in all_runs) / 1024:.0f} MiB",
-            "",
-        )
-    )
-    rows.append(
-        (
-            "  peak RSS (VmHWM: clang compiles, first drain)",
-            f"{med(r['hwm_kib'] for r in all_runs) / 1024:.0f} MiB",
-            "",
-        )
-    )
-    base = med(loops["none"])
-    rows.append(("syscall loop, no tracing", f"{base:.3f} s", "1.00x"))
-    rows.append(
-        (
-            "syscall loop, hostprof syscalls",
-            f"{med(loops['hostprof']):.3f} s",
-            f"{med(loops['hostprof']) / base:.2f}x",
-        )
-    )
-    if loops["syscount"]:
-        rows.append(
-            (
-                "syscall loop, bcc syscount -L",
-                f"{med(loops['syscount']):.3f} s",
-                f"{med(loops['syscount']) / base:.2f}x",
-            )
-        )
+    rows.append(("  of which anonymous (heaps)", mib("anon_kib"), ""))
+    rows.append(("  of which file-backed (libbcc+LLVM, libpython, numpy)", mib("file_kib"), ""))
+    rows.append(("  peak RSS (VmHWM: clang compiles, first drain)", mib("hwm_kib"), ""))
+    return rows
+
+
+def _run(args: argparse.Namespace, only: set) -> int:
+    """Runs the selected sections and prints the table."""
+    from hostprof.collectors import _kheaders
+
+    os.environ["BCC_KERNEL_SOURCE"] = str(_kheaders.ensure())  # for syscount-bpfcc too
+
+    runs = range(args.runs)
+    cpu_runs = [_run_json(CPU_AGENT, str(args.seconds)) for _ in runs] if "cpu" in only else []
+    pid_runs = [_pid_set_cpu(args.seconds) for _ in runs] if "cpu" in only else []
+    all_runs = [_run_json(ALL_AGENT, str(min(args.seconds, 5.0))) for _ in runs if "rss" in only]
+    have_syscount = shutil.which("syscount-bpfcc") is not None
+    tracers = ["none", "hostprof"] + (["before"] if args.before else [])
+    tracers += ["syscount"] if have_syscount else []
+    loops: Dict[str, Dict[str, List[float]]] = {k: {t: [] for t in tracers} for k in LOOPS}
+    for _ in range(args.runs if "syscalls" in only else 0):
+        # Interleave the cases so drifting machine load hits each alike.
+        for kind in LOOPS:
+            for tracer in tracers:
+                n = args.reads if kind == "read1" else args.reads // 4
+                loops[kind][tracer].append(
+                    _loop_time(n, None if tracer == "none" else tracer, kind)
+                )
+
+    rows: List[tuple] = []
+    rows += _cpu_rows(cpu_runs, pid_runs) if cpu_runs else []
+    rows += _rss_rows(all_runs) if all_runs else []
+    for kind, label in LOOPS.items() if "syscalls" in only else ():
+        base = med(loops[kind]["none"])
+        n = args.reads if kind == "read1" else args.reads // 4
+        rows.append((f"{label} loop, no tracing", f"{1e9 * base / n:.0f} ns/call", "1.00x"))
+        for tracer, name in (
+            ("hostprof", "hostprof syscalls"),
+            ("before", f"hostprof syscalls @ {args.before}"),
+            ("syscount", "bcc syscount -L"),
+        ):
+            if loops[kind].get(tracer):
+                t = med(loops[kind][tracer])
+                rows.append((f"  with {name}", f"{1e9 * t / n:.0f} ns/call", f"{t / base:.2f}x"))
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'median':>18}  target/ratio")
     for name, value, note in rows:

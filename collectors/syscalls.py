@@ -8,6 +8,7 @@ the thread's Python stack above it.
 
 from __future__ import annotations
 
+import ctypes
 import re
 import time
 from pathlib import Path
@@ -31,6 +32,8 @@ SYSCALL_NS = SampleType("syscall_time", "nanoseconds")
 SAMPLE_TYPES = (SYSCALLS, SYSCALL_NS)
 UNISTD_64 = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 _NR = re.compile(r"^#define __NR_(\w+)\s+(\d+)\s*$", re.M)
+HIST_ROWS = 512
+"""Histogram rows in ``syscalls.bpf.c`` (``HP_HIST_ROWS``); the last row is shared."""
 
 
 def syscall_names(path: Path = UNISTD_64) -> Dict[int, str]:
@@ -124,9 +127,7 @@ class SyscallsCollector(Collector):
                 stack = self._stacks.user(pid, int(k.ustack)) + stack
             ts = 0 if self.shift >= 63 else (int(k.slot) << self.shift) + (1 << (self.shift - 1))
             builder.add(stack, (int(v.count), int(v.total_ns)), pid, tid, ts)
-        for k, v in _ebpf.drain_map(self._bpf["hist"]):
-            h = self.histogram.setdefault(self.name_of(int(k.nr)), np.zeros(64, np.int64))
-            h[min(int(k.bucket), 63)] += _ebpf.percpu_sum(v)
+        self._read_histogram({int(k.nr) for k, _ in items})
         totals = _ebpf.read_stats(self._bpf)
         delta = {k: totals[k] - self._reported.get(k, 0) for k in totals}
         self._reported = totals
@@ -138,6 +139,23 @@ class SyscallsCollector(Collector):
             time.process_time() - t0
         )
         return batch
+
+    def _read_histogram(self, nrs: Set[int]) -> None:
+        """Refreshes the histogram rows of the syscalls this drain saw.
+
+        The kernel's rows are cumulative per-CPU arrays (no delete, no atomics in the hot
+        path), and only a syscall that was counted can have a changed row, so reading those
+        rows is enough.
+        """
+        table = self._bpf["hist"]
+        for row in sorted({min(nr, HIST_ROWS - 1) for nr in nrs}):
+            try:
+                value = table[ctypes.c_int(row)]
+            except KeyError:
+                continue
+            per_cpu = np.frombuffer(value, dtype=np.uint64).reshape(-1, 64)
+            name = self.name_of(row) if row < HIST_ROWS - 1 else "other"
+            self.histogram[name] = per_cpu.sum(axis=0).astype(np.int64)
 
     def stop(self) -> None:
         if self._bpf is not None:

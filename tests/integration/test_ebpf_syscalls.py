@@ -103,3 +103,63 @@ def test_syscall_counts_and_python_functions() -> None:
         assert joined[name] >= 0.5 * got[name], (name, joined[name], got[name])
         assert share >= 0.93, (name, share)
     assert sysc.histogram["read"].sum() >= truth["read"]
+
+
+# Two threads that block inside syscalls: one sleeps (clock_nanosleep), one waits on a pipe
+# that the main thread fills later (read). Each measures the time it spent in the call.
+BLOCKING = """
+import json, os, sys, threading, time
+r, w = os.pipe()
+spent = {"sleep": 0.0, "read": 0.0}
+def sleeper():
+    for _ in range(40):
+        t = time.monotonic(); time.sleep(0.01); spent["sleep"] += time.monotonic() - t
+def reader():
+    for _ in range(20):
+        t = time.monotonic(); os.read(r, 1); spent["read"] += time.monotonic() - t
+print("READY", flush=True)
+sys.stdin.readline()
+ts = [threading.Thread(target=sleeper), threading.Thread(target=reader)]
+for t in ts:
+    t.start()
+for _ in range(20):
+    time.sleep(0.02); os.write(w, b"x")
+for t in ts:
+    t.join()
+print("RESULT", json.dumps({"spent": spent, "tids": [t.native_id for t in ts]}), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_blocking_syscalls_are_timed_across_context_switches() -> None:
+    require_bpf()
+    from hostprof.collectors.syscalls import SyscallsCollector
+
+    # GIVEN threads that block in clock_nanosleep and in a pipe read, so each call leaves its
+    # CPU mid-syscall (the entry time moves from the per-CPU slot to the parked table)
+    with driven(BLOCKING) as t:
+        sysc = SyscallsCollector.probe([t.pid])
+        sysc.start()
+        try:
+            # WHEN the collector counts them
+            t.go()
+            truth = json.loads(t.result())
+            batch = sysc.drain()
+        finally:
+            sysc.stop()
+    sleeper, reader = truth["tids"]
+    calls: dict = {}
+    for frames, values, _pid, tid in concat([batch]):
+        name = frames[-1].function
+        c = calls.setdefault((tid, name), [0, 0])
+        c[0] += values[0]
+        c[1] += values[1]
+
+    # THEN every blocking call is counted once, and its time matches the thread's own
+    # measurement within 5 % (the Python-side measurement includes the call's overhead)
+    n, ns = calls[(sleeper, "<syscall:clock_nanosleep>")]
+    assert n == 40, calls
+    assert abs(ns / 1e9 - truth["spent"]["sleep"]) <= 0.05 * truth["spent"]["sleep"], (ns, truth)
+    n, ns = calls[(reader, "<syscall:read>")]
+    assert n == 20, calls
+    assert abs(ns / 1e9 - truth["spent"]["read"]) <= 0.05 * truth["spent"]["read"], (ns, truth)
