@@ -26,6 +26,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from hostprof._errors import FormatError
+from hostprof.native import _pprofscan as pprofscan
 from hostprof.proto import messages
 from hostprof.store.query import CPU_TYPE
 from hostprof.store.query import legacy_name
@@ -73,6 +74,15 @@ class StackBatch:
                 flat.append(i)
             offsets.append(len(flat))
         return cls(names, np.asarray(flat, dtype=np.uint32), np.asarray(offsets, dtype=np.int64))
+
+    def take(self, rows: np.ndarray) -> StackBatch:
+        """The batch of stacks ``rows`` (same name table)."""
+        starts = self.offsets[rows]
+        lengths = self.offsets[rows + 1] - starts
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        index = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return StackBatch(self.names, self.frames[index], offsets)
 
     def stack(self, i: int) -> Tuple[str, ...]:
         """Stack ``i`` as names, root first (for tests and tools)."""
@@ -158,148 +168,43 @@ class _Pprof:
     groups: Dict[Tuple[Tuple[str, str], ...], Tuple[StackBatch, np.ndarray]]
 
 
-# Separators joined between sub-messages before a merged parse. Each adds a zero to a repeated
-# field that is never zero in a well-formed profile (location_id, Location.id, Function.id,
-# Line.function_id), so the zeros mark where one item ends and the next begins.
-_SEP_SAMPLE = b"\x08\x00"  # Sample.location_id = 0
-_SEP_LOCATION = b"\x08\x00\x22\x02\x08\x00"  # Location.id = 0, line {function_id = 0}
-_SEP_FUNCTION = b"\x08\x00\x10\x00"  # Function.id = 0, name = 0
-
-
-def _split_by_zero(values: np.ndarray, items: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """Splits a merged repeated field at its separator zeros: (values, offsets per item)."""
-    zeros = np.flatnonzero(values == 0)
-    if len(zeros) != max(items - 1, 0):
-        return None  # a real zero (malformed) or a missing separator
-    offsets = np.empty(items + 1, dtype=np.int64)
-    offsets[0] = 0
-    offsets[1:-1] = zeros - np.arange(len(zeros))
-    offsets[-1] = len(values) - len(zeros)
-    return values[values != 0], offsets
-
-
-def _alternating(values: np.ndarray, items: int) -> Optional[np.ndarray]:
-    """The real values of a field merged as [v0, 0, v1, 0, ..., v(n-1)] (one per item)."""
-    if len(values) != max(2 * items - 1, 0) or np.any(values[1::2]):
-        return None
-    return values[0::2]
-
-
 def _fast_pprof(data: bytes) -> Optional[_Pprof]:
-    """Reads a pprof profile with a constant number of Python operations (no loop over
-    samples or locations), or returns None when the profile needs the general reader.
+    """Reads a pprof profile in one C pass (native/pprofscan.c), or returns None when the
+    profile needs the general reader (protobuf groups, sparse ids, 10-byte varint overflows).
 
-    The trick: joining many serialized sub-messages and parsing the result as one message of
-    a "scan" type (agent/proto/pprof_scan.proto) appends all their repeated fields, so upb does
-    the per-item work in C; separators with zero ids mark the item boundaries. It applies when
-    every location has at least one line, every function has a name index, and samples carry
-    no labels (labels split series, which the general reader does).
+    Raises:
+        FormatError: malformed protobuf or pprof (the general reader rejects it too).
+        TooLarge: the stacks expand past the reader's frame cap.
     """
     try:
-        # Parsing with the real message type first proves every sub-message well-formed, so
-        # parsing their concatenation below is the same as merging them one by one.
-        messages("perftools.profiles.Profile").FromString(data)
-        m = messages("hostprof.pprofscan.ProfileScan").FromString(data)
-    except (DecodeError, RuntimeError, ValueError) as exc:
+        scan = pprofscan.scan(data)
+    except pprofscan.PprofUnsupported:
+        return None
+    except pprofscan.PprofTooLarge as exc:
+        raise TooLarge(f"pprof profile too large: {exc}") from None
+    except pprofscan.PprofError as exc:
         raise FormatError(f"not a pprof profile: {exc}") from None
-    strings = list(m.string_table)
-    nstr = len(strings)
-    if not nstr or strings[0] != "":
-        return None
-    types = []
-    for vt in m.sample_type:
-        if not (0 <= vt.type < nstr and 0 <= vt.unit < nstr):
-            return None
-        types.append((strings[vt.type] or "samples", strings[vt.unit] or "count"))
-    if not types:
-        return None
-    pt = m.period_type
-    if not (0 <= pt.type < nstr and 0 <= pt.unit < nstr):
-        return None
-    period = (strings[pt.type], strings[pt.unit])
-    nsamples, nloc, nfunc = len(m.sample), len(m.location), len(m.function)
-    scan = "hostprof.pprofscan."
-    try:
-        funcs = messages(scan + "FunctionScan").FromString(_SEP_FUNCTION.join(m.function))
-        locs = messages(scan + "LocationScan").FromString(_SEP_LOCATION.join(m.location))
-        lines = messages(scan + "LineScan").FromString(b"".join(locs.line))
-        samples = messages(scan + "SampleScan").FromString(_SEP_SAMPLE.join(m.sample))
-    except (DecodeError, RuntimeError, ValueError):
-        return None  # cannot happen for well-formed sub-messages; be safe anyway
-    if len(samples.label):
-        return None
-    func_ids = _alternating(np.array(funcs.id, dtype=np.uint64), nfunc)
-    name_idx = _alternating(np.array(funcs.name, dtype=np.int64), nfunc)
-    loc_ids = _alternating(np.array(locs.id, dtype=np.uint64), nloc)
-    if func_ids is None or name_idx is None or loc_ids is None:
-        return None
-    # Line function ids, with a zero between locations (the separator's line).
-    line_split = _split_by_zero(np.array(lines.function_id, dtype=np.uint64), nloc)
-    sample_split = _split_by_zero(np.array(samples.location_id, dtype=np.uint64), nsamples)
-    if line_split is None or sample_split is None:
-        return None
-    line_func, line_off = line_split
-    flat_loc, offsets = sample_split
-    lines_per_loc = np.diff(line_off)
-    if nloc and lines_per_loc.min() == 0:
-        return None  # an address-only location: the general reader names it 0x...
-    ntypes = len(types)
-    values = np.array(samples.value, dtype=np.int64)
-    if len(values) != nsamples * ntypes:
-        return None
-    if len(name_idx) and (name_idx.min() < 0 or name_idx.max() >= nstr):
-        raise FormatError("pprof function name index out of range")
-    # location id -> row, function id -> row, by direct lookup tables (pprof ids are small
-    # dense integers in practice; sparse ids go to the general reader).
-    loc_row = _id_table(loc_ids)
-    func_row = _id_table(func_ids)
-    if loc_row is None or func_row is None:
-        return None
-    line_name = name_idx[_lookup(func_row, line_func, "function")]
-    rows = _lookup(loc_row, flat_loc, "location")
-    if nloc and lines_per_loc.max() == 1:
-        frame_str = line_name[rows]
-    else:
-        # Inlined calls: a location expands to its lines (innermost first = leaf first).
-        per = lines_per_loc[rows]
-        starts = np.repeat(line_off[rows] - np.concatenate(([0], np.cumsum(per)[:-1])), per)
-        frame_str = line_name[starts + np.arange(int(per.sum()))]
-        ends = np.concatenate(([0], np.cumsum(per)))
-        offsets = ends[offsets]
-    # Compact the local name table to the strings used as function names.
-    used_mask = np.zeros(nstr, dtype=bool)
-    used_mask[frame_str] = True
-    used = np.flatnonzero(used_mask)
-    frames = (np.cumsum(used_mask) - 1)[frame_str]
-    names = [strings[i] for i in used.tolist()]
-    batch = StackBatch(names, frames.astype(np.uint32), offsets)
-    return _Pprof(
-        types, period, m.period, m.time_nanos, {(): (batch, values.reshape(nsamples, ntypes))}
-    )
-
-
-def _id_table(ids: np.ndarray) -> Optional[np.ndarray]:
-    """A table mapping id -> row for small ids (None when ids are sparse or huge)."""
-    if len(ids) == 0:
-        return np.full(1, -1, dtype=np.int64)
-    top = int(ids.max())
-    if top > 4 * len(ids) + 4096:
-        return None
-    table = np.full(top + 1, -1, dtype=np.int64)
-    table[ids.astype(np.int64)] = np.arange(len(ids), dtype=np.int64)
-    return table
-
-
-def _lookup(table: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
-    """Rows of ``ids`` in an id table; unknown ids are a format error."""
-    if len(ids) == 0:
-        return np.zeros(0, dtype=np.int64)
-    if int(ids.max()) >= len(table):
-        raise FormatError(f"pprof names an unknown {what}")
-    rows = table[ids.astype(np.int64)]
-    if rows.min() < 0:
-        raise FormatError(f"pprof names an unknown {what}")
-    return rows
+    types = [(t or "samples", u or "count") for t, u in scan.types]
+    period = scan.period_type or ("", "")
+    batch = StackBatch(scan.names, scan.frames, scan.offsets)
+    values = scan.values
+    if not len(scan.labels):
+        return _Pprof(types, period, scan.period, scan.time_nanos, {(): (batch, values)})
+    # Sample labels split series: group samples by their sorted label set (rare in pushes).
+    keys: Dict[Tuple[Tuple[str, str], ...], List[int]] = {}
+    label_off = scan.label_off.tolist()
+    rows = scan.labels.tolist()
+    string = scan.string
+    for i in range(len(scan)):
+        a, b = label_off[i], label_off[i + 1]
+        key: Tuple[Tuple[str, str], ...] = ()
+        if b > a:
+            key = tuple(sorted((string(k), string(s) if s else str(n)) for k, s, n in rows[a:b]))
+        keys.setdefault(key, []).append(i)
+    groups = {
+        key: (batch.take(np.asarray(idx, dtype=np.int64)), values[idx]) for key, idx in keys.items()
+    }
+    return _Pprof(types, period, scan.period, scan.time_nanos, groups)
 
 
 def _slow_pprof(data: bytes) -> _Pprof:
@@ -566,8 +471,6 @@ def warm_up() -> int:
     """Loads the protobuf descriptors (run once in each decoder process at start-up)."""
     for name in ("PushRequest",):
         messages(f"push.v1.{name}")
-    for name in ("ProfileScan", "SampleScan", "LocationScan", "LineScan", "FunctionScan"):
-        messages(f"hostprof.pprofscan.{name}")
     messages("perftools.profiles.Profile")
     return os.getpid()
 

@@ -174,8 +174,14 @@ def test_general_reader_handles_inlining_labels_and_addresses() -> None:
     s = pb.sample.add(location_id=[11, 10], value=[5])
     s.label.add(key=5, str=6)
     pb.sample.add(location_id=[10], value=[7])
-    assert _fast_pprof(pb.SerializeToString()) is None
-    out = pprof_series(pb.SerializeToString(), {}, 1 << 20, now=DAY0)
+    data = pb.SerializeToString()
+    for reader in (_fast_pprof, _slow_pprof):  # the C reader handles these too
+        groups = reader(data).groups
+        assert {k: (b.stack(0), v.tolist()) for k, (b, v) in groups.items()} == {
+            (("thread", "t1"),): (("outer", "inlined", "0xabc"), [[5]]),
+            (): (("outer", "inlined"), [[7]]),
+        }
+    out = pprof_series(data, {}, 1 << 20, now=DAY0)
     by_labels = {s.labels.get("thread", ""): _as_dict(s) for s in out}
     assert by_labels["t1"] == {("outer", "inlined", "0xabc"): 5}
     assert by_labels[""] == {("outer", "inlined"): 7}

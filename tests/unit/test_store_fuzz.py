@@ -28,6 +28,7 @@ from hostprof.model import CPU_NS
 from hostprof.model import Frame
 from hostprof.model import Profile
 from hostprof.model import Window
+from hostprof.native import _pprofscan as pprofscan
 from hostprof.proto import messages
 from hostprof.store.backend import SQLiteBackend
 from hostprof.store.decode import _fast_pprof
@@ -170,6 +171,150 @@ def test_vectorized_pprof_path_matches_general_reader(data: bytes) -> None:
 @given(mutated(valid_pprofs()))
 def test_pprof_decoder_mutated_profiles(data: bytes) -> None:
     _only_format_errors(_pprof, data)
+
+
+# ------------------------------------------------------------------------------ C pprof reader
+# Wire-level messages over pprof's schema: known fields with their own wire type most of the
+# time, otherwise another one (an unknown field to protobuf), unknown field numbers, packed and
+# unpacked repeated scalars, strings that are not UTF-8. The C reader must agree with the
+# general (upb) reader field by field, which random semantics alone do not exercise.
+_MSG = {
+    "Profile": {
+        1: "ValueType",
+        2: "Sample",
+        3: "Mapping",
+        4: "Location",
+        5: "Function",
+        6: "string",
+        9: "int",
+        11: "ValueType",
+        12: "int",
+        13: "ints",
+    },
+    "ValueType": {1: "int", 2: "int"},
+    "Sample": {1: "ints", 2: "ints", 3: "Label"},
+    "Label": {1: "int", 2: "int", 3: "int", 4: "int"},
+    "Mapping": {1: "int", 2: "int", 5: "int", 7: "int"},
+    "Location": {1: "int", 2: "int", 3: "int", 4: "Line", 5: "int"},
+    "Line": {1: "int", 2: "int"},
+    "Function": {1: "int", 2: "int", 3: "int", 5: "int"},
+}
+
+
+def _varint(v: int) -> bytes:
+    v &= 2**64 - 1
+    out = bytearray()
+    while True:
+        b, v = v & 0x7F, v >> 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+@st.composite
+def _wire_message(draw, kind: str, depth: int = 0) -> bytes:
+    fields = _MSG[kind]
+    out = bytearray()
+    n = draw(st.integers(0, 10 if kind == "Profile" else 4))
+    for _ in range(n):
+        field = draw(st.sampled_from(sorted(fields)) | st.sampled_from([7, 15, 2000]))
+        typ = fields.get(field, "int")
+        if typ == "int":
+            wire = 0
+        elif typ == "ints":
+            wire = draw(st.sampled_from([0, 2]))
+        else:
+            wire = 2
+        if draw(st.integers(0, 15)) == 0:
+            wire = draw(st.sampled_from([0, 1, 2, 5, 3, 4, 6, 7]))
+        out += _varint(field << 3 | wire)
+        if wire == 0:
+            out += _varint(draw(small | st.integers(-(2**63), 2**64 - 1)))
+        elif wire == 1:
+            out += draw(st.binary(min_size=8, max_size=8))
+        elif wire == 5:
+            out += draw(st.binary(min_size=4, max_size=4))
+        elif wire == 2:
+            if typ == "ints":
+                body = b"".join(_varint(v) for v in draw(st.lists(small, max_size=5)))
+            elif typ == "string":
+                body = draw(st.text(max_size=6).map(str.encode) | st.binary(max_size=4))
+            elif typ in _MSG and depth < 3:
+                body = draw(_wire_message(typ, depth + 1))
+            else:
+                body = draw(st.binary(max_size=6))
+            out += _varint(len(body)) + body
+    return bytes(out)
+
+
+def _wire_pprof(draw_profile: bytes) -> bytes:
+    # Usually a well-formed string table start and one sample type, so that reads go deep.
+    head = b"\x32\x00\x32\x03cpu\x0a\x04\x08\x01\x10\x01"
+    return head + draw_profile
+
+
+def _agree(data: bytes) -> None:
+    """The C reader (through _fast_pprof) and the general reader agree, or both reject."""
+    try:
+        scan = pprofscan.scan(data)
+    except pprofscan.PprofUnsupported:
+        return  # the general reader decides
+    except pprofscan.PprofError:
+        with pytest.raises(FormatError):
+            _slow_pprof(data)
+        return
+    assert len(scan.offsets) == len(scan) + 1 and scan.offsets[-1] == len(scan.frames)
+    assert not len(scan.frames) or int(scan.frames.max()) < len(scan.names)
+    assert _norm(_fast_pprof(data)) == _norm(_slow_pprof(data))
+
+
+@fuzz(1500)
+@given(_wire_message("Profile").map(_wire_pprof) | _wire_message("Profile"))
+def test_c_pprof_reader_agrees_on_wire_level_variants(data: bytes) -> None:
+    _agree(data)
+
+
+@fuzz(500)
+@given(pprof_messages() | mutated(valid_pprofs()) | st.binary(max_size=200))
+def test_c_pprof_reader_agrees_or_rejects_cleanly(data: bytes) -> None:
+    _agree(data)
+
+
+def test_c_pprof_reader_hostile_shapes() -> None:
+    # Varint of 11 bytes, a length past the end, a 10-byte varint overflowing 64 bits.
+    for data in (
+        b"\x48" + b"\xff" * 10 + b"\x01",
+        b"\x12\x7f\x00",
+        b"\x48" + b"\xff" * 9 + b"\x7f",
+    ):
+        with pytest.raises((pprofscan.PprofError, pprofscan.PprofUnsupported)):
+            pprofscan.scan(data)
+    # One location with 2,000 inlined lines, sampled 3,000 times: each stack is capped at
+    # MAX_DEPTH frames, so the reader's output stays bounded.
+    pb = messages("perftools.profiles.Profile")()
+    pb.string_table.extend(["", "cpu", "f"])
+    pb.sample_type.add(type=1, unit=1)
+    pb.function.add(id=1, name=2)
+    loc = pb.location.add(id=1)
+    for _ in range(2000):
+        loc.line.add(function_id=1)
+    for _ in range(3000):
+        pb.sample.add(location_id=[1], value=[1])
+    scan = pprofscan.scan(pb.SerializeToString())
+    assert len(scan) == 3000 and len(scan.frames) == 3000 * pprofscan.MAX_DEPTH
+    # Sparse ids are valid pprof that the general reader handles.
+    pb = messages("perftools.profiles.Profile")()
+    pb.string_table.extend(["", "cpu", "f"])
+    pb.sample_type.add(type=1, unit=1)
+    pb.function.add(id=2**60, name=2)
+    pb.location.add(id=1).line.add(function_id=2**60)
+    pb.sample.add(location_id=[1], value=[4])
+    data = pb.SerializeToString()
+    with pytest.raises(pprofscan.PprofUnsupported):
+        pprofscan.scan(data)
+    assert _fast_pprof(data) is None
+    ((batch, vals),) = _slow_pprof(data).groups.values()
+    assert batch.stack(0) == ("f",) and vals.tolist() == [[4]]
 
 
 @fuzz(1000)
