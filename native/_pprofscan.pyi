@@ -17,8 +17,10 @@ class PprofScan:
     frames: npt.NDArray[np.uint32]
     offsets: npt.NDArray[np.int64]
     values: npt.NDArray[np.int64]
-    label_off: npt.NDArray[np.int64]
-    labels: npt.NDArray[np.int64]
+    label_off: Optional[npt.NDArray[np.int64]]
+    labels: Optional[npt.NDArray[np.int64]]
+    any_negative: bool
+    type_nonzero: List[bool]
     names: List[str]
     types: List[Tuple[str, str]]
     period_type: Optional[Tuple[str, str]]

@@ -553,10 +553,11 @@ static int samples(hp_pprof *p, scan_state *st) {
     p->offsets = malloc((n + 1) * sizeof(int64_t));
     p->label_off = malloc((n + 1) * sizeof(int64_t));
     p->values = malloc((n * ntypes + 1) * sizeof(int64_t));
+    p->type_nonzero = calloc(ntypes + 1, 1);
     st->key_name = calloc(n_keys + 1, sizeof(uint32_t));
     p->name_str = malloc((n_keys + 1) * sizeof(int64_t));
     p->name_addr = malloc((n_keys + 1) * sizeof(uint64_t));
-    if (!p->offsets || !p->label_off || !p->values || !st->key_name || !p->name_str ||
+    if (!p->offsets || !p->label_off || !p->values || !p->type_nonzero || !st->key_name || !p->name_str ||
         !p->name_addr)
         return HP_PPROF_NOMEM;
     if (n_keys > UINT32_MAX - 1)
@@ -609,6 +610,10 @@ static int samples(hp_pprof *p, scan_state *st) {
             rc = fail(p, HP_PPROF_MALFORMED, "sample has %llu values, expected %llu",
                       (unsigned long long)n_values, (unsigned long long)ntypes);
             goto out;
+        }
+        for (uint64_t t = 0; t < ntypes; t++) {
+            p->any_negative |= row[t] < 0;
+            p->type_nonzero[t] |= row[t] != 0;
         }
         p->label_off[i + 1] = (int64_t)(labels.n / 3);
         /* Expand locations to frames (a location with inlined calls gives several). */
@@ -692,6 +697,7 @@ void hp_pprof_free(hp_pprof *p) {
     free(p->offsets);
     free(p->frames);
     free(p->values);
+    free(p->type_nonzero);
     free(p->name_str);
     free(p->name_addr);
     free(p->label_off);

@@ -49,6 +49,8 @@ typedef struct hp_pprof {
     uint32_t *frames;
     uint64_t n_frames;
     int64_t *values;
+    int any_negative;        /* some value is below zero */
+    uint8_t *type_nonzero;   /* per sample type: some value of that type is not zero */
 
     /* Local name table that frames index: name i is string name_str[i], or when name_str[i] is
      * -1 the address name_addr[i] of a location without lines. */

@@ -29,6 +29,8 @@ cdef extern from "pprofscan.h" nogil:
         uint32_t *frames
         uint64_t n_frames
         int64_t *values
+        int any_negative
+        uint8_t *type_nonzero
         uint32_t n_names
         int64_t *name_str
         uint64_t *name_addr

@@ -32,6 +32,11 @@ from hostprof.store.query import CPU_TYPE
 from hostprof.store.query import legacy_name
 from hostprof.store.query import parse_selector
 
+try:  # ISA-L inflates gzip about 1.7x faster than zlib: every push inflates one or two bodies
+    from isal import isal_zlib as _gzip_lib
+except ImportError:  # pragma: no cover - the dependency is declared; zlib behaves the same
+    _gzip_lib = zlib
+
 MAX_LABELS = 64
 MAX_LABEL_LEN = 1024
 MAX_DEPTH = 1024
@@ -128,10 +133,10 @@ def inflate(data: bytes, limit: int) -> bytes:
         if len(data) > limit:
             raise TooLarge(f"payload of {len(data)} bytes exceeds the {limit}-byte limit")
         return data
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    d = _gzip_lib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         out = d.decompress(data, limit + 1)
-    except zlib.error as exc:
+    except (zlib.error, _gzip_lib.error) as exc:
         raise FormatError(f"corrupt gzip data: {exc}") from None
     if len(out) > limit or d.unconsumed_tail:
         raise TooLarge(f"gzip data inflates past the {limit}-byte limit")
@@ -166,6 +171,9 @@ class _Pprof:
     time_nanos: int
     # (sorted sample labels) -> (stacks, values matrix (n, len(types)))
     groups: Dict[Tuple[Tuple[str, str], ...], Tuple[StackBatch, np.ndarray]]
+    # Known facts about the values of a single group, which spare pprof_series a pass over
+    # them: (some value is negative, per type whether some value is not zero).
+    value_facts: Optional[Tuple[bool, List[bool]]] = None
 
 
 def _fast_pprof(data: bytes) -> Optional[_Pprof]:
@@ -188,8 +196,9 @@ def _fast_pprof(data: bytes) -> Optional[_Pprof]:
     period = scan.period_type or ("", "")
     batch = StackBatch(scan.names, scan.frames, scan.offsets)
     values = scan.values
-    if not len(scan.labels):
-        return _Pprof(types, period, scan.period, scan.time_nanos, {(): (batch, values)})
+    if scan.labels is None:
+        facts = (scan.any_negative, scan.type_nonzero)
+        return _Pprof(types, period, scan.period, scan.time_nanos, {(): (batch, values)}, facts)
     # Sample labels split series: group samples by their sorted label set (rare in pushes).
     keys: Dict[Tuple[Tuple[str, str], ...], List[int]] = {}
     label_off = scan.label_off.tolist()
@@ -297,8 +306,10 @@ def pprof_series(
     if prof.period_value > 0 and prof.period[1] == "nanoseconds":
         sample_rate = round(1e9 / prof.period_value)
     out: List[SeriesData] = []
+    facts = prof.value_facts
     for key, (batch, values) in prof.groups.items():
-        if len(values) and values.min() < 0:
+        negative = facts[0] if facts else bool(len(values) and values.min() < 0)
+        if negative:
             raise FormatError("pprof sample values must not be negative")
         series_labels = dict(base)
         if key:
@@ -306,7 +317,7 @@ def pprof_series(
             _check_labels(series_labels)
         for col, (stype, sunit) in enumerate(prof.types):
             column = values[:, col]
-            if not len(batch) or not column.any():
+            if not len(batch) or not (facts[1][col] if facts else column.any()):
                 continue
             ptype = f"{name}:{stype}:{sunit}:{prof.period[0]}:{prof.period[1]}"
             out.append(SeriesData(series_labels, ptype, when, batch, column, spy_name, sample_rate))
