@@ -61,7 +61,7 @@ class LocalsReader:
             skip = False
             if o["fr_owner"] >= 0:
                 skip = self.r.read(frame + o["fr_owner"], 1)[0] >= o["owner_skip_min"]
-            if not skip and code and self._is_code(code):
+            if not skip and code and self._is_code(code) and not self._is_shim(code):
                 out.append((frame, code))
             frame = nxt
         return out
@@ -69,6 +69,12 @@ class LocalsReader:
     def _is_code(self, addr: int) -> bool:
         expected = self.o["code_type_addr"] & 0xFFFFFFFFFFFFFFFF
         return not expected or self.r.ptr(addr + self.o["ob_type"]) == expected
+
+    def _is_shim(self, code: int) -> bool:
+        """The 3.13+ __init__ shim (same rule as pyreader.c): name is filename, line 0."""
+        o, r = self.o, self.r
+        first = struct.unpack("<i", r.read(code + o["code_firstlineno"], 4))[0]
+        return first == 0 and r.ptr(code + o["code_name"]) == r.ptr(code + o["code_filename"])
 
     def _tuple(self, addr: int) -> List[int]:
         size = struct.unpack("<q", self.r.read(addr + self.o["_tuple_size"], 8))[0]

@@ -380,6 +380,10 @@ static int64_t code_lookup(hp_reader *r, uint64_t addr) {
     c.p_file = p_file;
     c.p_lines = p_lines;
     c.checked_gen = r->gen;
+    /* CPython 3.13+ pushes an internal shim frame when a class's __init__ is called
+     * (_Py_InitCleanup): its code names itself "__init__" in both co_name and co_filename
+     * (one string object) at line 0. It is not user code: leave it out of stacks. */
+    c.shim = p_name == p_file && c.firstlineno == 0;
     int64_t len = 0;
     if (p_lines && cread(r, p_lines + o->bytes_size, &len, 8) == HP_OK && len > 0 &&
         len <= MAX_LINETABLE) {
@@ -726,7 +730,9 @@ static int walk_thread(hp_reader *r, uint64_t frame) {
         if (!skip && code) {
             int64_t idx = code_lookup(r, code);
             if (idx == CODE_NOMEM) return CODE_NOMEM;
-            if (idx >= 0) {
+            if (idx >= 0 && r->codes[idx].shim) {
+                /* interpreter-internal shim frame: skipped */
+            } else if (idx >= 0) {
                 int64_t byte_offset;
                 if (o->frames_kind == HP_FRAMES_OBJECTS) {
                     int32_t lasti = 0;

@@ -104,6 +104,7 @@ typedef struct {
      * the same address is never reported under the old name. */
     uint64_t p_name, p_file, p_lines;
     uint64_t checked_gen;
+    int shim;            /* an interpreter-internal shim (3.13+ _Py_InitCleanup): not shown */
 } hp_code;
 
 /* One sample: a thread's stack at one instant. Frames are in hp_sample_buf.frames. */

@@ -173,7 +173,7 @@ def test_record_follows_python_subprocesses(tmp_path: Path) -> None:
         ]
     )
     with target(parent) as t:
-        proc = run("record", "--pid", str(t.pid), "-d", "4", "--subprocesses", "-o", str(out))
+        proc = run("record", "--pid", str(t.pid), "-d", "6", "--subprocesses", "-o", str(out))
         for c in __import__("psutil").Process(t.pid).children():
             c.kill()
     assert proc.returncode == 0, proc.stderr

@@ -1,5 +1,6 @@
 """Interpreters the sampling-core tests run against: tests/utils.installed_pythons() plus
-pyenv's 3.10 and 3.12 and the free-threaded 3.13t chroot build, where they exist."""
+pyenv's 3.10, 3.12 and 3.13.0, forky's 3.13 and the free-threaded 3.13t chroot build, where
+they exist."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ _EXTRA = {
     "3.10-pyenv": str(Path.home() / ".pyenv/versions/3.10.13/bin/python3.10"),
     "3.12-pyenv": str(Path.home() / ".pyenv/versions/3.12.1/bin/python3.12"),
     "3.13t": str(PYTHONS_DIR / "bin/python3.13t"),
+    # Two more 3.13 patch releases: _Py_DebugOffsets must make them work unchanged.
+    "3.13.0-pyenv": str(Path.home() / ".pyenv/versions/3.13.0/bin/python3.13"),
+    "3.13-forky": str(PYTHONS_DIR / "bin/python3.13-forky"),
 }
 
 
@@ -29,4 +33,4 @@ def sampler_pythons() -> Dict[str, str]:
 
 def is_free_threaded(name: str) -> bool:
     """Free-threaded builds have no GIL and no threading-name lookup."""
-    return name.endswith("t")
+    return name == "3.13t"
