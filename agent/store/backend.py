@@ -181,6 +181,11 @@ class Backend:
         """Function names of stacks, root first."""
         raise NotImplementedError
 
+    def stack_arrays(self, max_id: int) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+        """Every stack as (frames: name ids, leaf first; offsets; names), covering at least
+        ids up to ``max_id`` when stored (for building flame trees in C)."""
+        raise NotImplementedError
+
     def apply_retention(self, keep_seconds: int, now: Optional[float] = None) -> int:
         """Drops partitions older than ``keep_seconds``; returns how many were dropped."""
         raise NotImplementedError
@@ -237,6 +242,8 @@ class SQLiteBackend(Backend):
         self._names: List[str] = []
         self._name_ids: Dict[str, int] = {}
         self._stacks = StackTable(65536)
+        # StackTable.export() of the last flame-tree query, reused until stacks are added.
+        self._exported: Optional[Tuple[np.ndarray, np.ndarray]] = None
         self._series: Dict[int, SeriesInfo] = {}
         self._series_ids: Dict[Tuple[str, str, str], int] = {}
         # (tenant, type, sorted label pairs) -> id: skips JSON encoding on the hot path.
@@ -747,6 +754,16 @@ class SQLiteBackend(Backend):
                 for sid in stack_ids
                 if sid < len(self._stacks)
             }
+
+    def stack_arrays(self, max_id: int) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+        with self._lock:
+            if self.readonly and max_id >= len(self._stacks):
+                self._load_names_and_stacks(self._reader())
+            n = len(self._stacks)
+            if self._exported is None or len(self._exported[1]) != n + 1:
+                self._exported = self._stacks.export()
+            frames, offsets = self._exported
+            return frames, offsets, self._names[:]
 
     def stats(self) -> Dict[str, int]:
         """Row counts and file sizes, for ``hostprof store ls`` and the benchmark."""

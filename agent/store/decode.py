@@ -133,14 +133,25 @@ def inflate(data: bytes, limit: int) -> bytes:
         if len(data) > limit:
             raise TooLarge(f"payload of {len(data)} bytes exceeds the {limit}-byte limit")
         return data
-    d = _gzip_lib.decompressobj(16 + zlib.MAX_WBITS)
+    if _gzip_lib is not zlib and len(data) > 3 and not data[3] & 0xE0:
+        # ISA-L first; it is laxer than zlib on broken streams (reserved header flags, which
+        # are checked above, and truncation: then zlib decides, so errors stay the same).
+        out, done = _inflate_with(_gzip_lib, data, limit)
+        if done:
+            return out
+    return _inflate_with(zlib, data, limit)[0]
+
+
+def _inflate_with(lib, data: bytes, limit: int) -> Tuple[bytes, bool]:
+    """Inflates with ``lib`` (zlib or a compatible module): (bytes, whether the stream ended)."""
+    d = lib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         out = d.decompress(data, limit + 1)
     except (zlib.error, _gzip_lib.error) as exc:
         raise FormatError(f"corrupt gzip data: {exc}") from None
     if len(out) > limit or d.unconsumed_tail:
         raise TooLarge(f"gzip data inflates past the {limit}-byte limit")
-    return out
+    return out, d.eof
 
 
 def _check_labels(labels: Mapping[str, str]) -> None:

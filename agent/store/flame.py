@@ -13,7 +13,12 @@ from typing import Mapping
 from typing import Sequence
 from typing import Tuple
 
+import numpy as np
+
+from hostprof.native._flametree import FlameTree
+
 OTHER = "other"
+UNKNOWN = "[unknown stack]"
 
 
 class Tree:
@@ -55,7 +60,28 @@ class Tree:
         for side, values in enumerate(sides):
             for sid, v in values.items():
                 if v:
-                    tree.add(names_of.get(sid, ("[unknown stack]",)), v, side)
+                    tree.add(names_of.get(sid, (UNKNOWN,)), v, side)
+        return tree
+
+    @classmethod
+    def build_arrays(
+        cls,
+        frames: np.ndarray,
+        offsets: np.ndarray,
+        names: List[str],
+        *sides: Tuple[np.ndarray, np.ndarray],
+    ) -> Tree:
+        """Like :meth:`build`, in C (native/flametree.c), from a stack table (``frames`` as
+        name ids, leaf first, ``offsets``; ``names``) and one (stack ids, values) per side."""
+        native = FlameTree(len(sides))
+        for side, (ids, values) in enumerate(sides):
+            native.add(frames, offsets, ids, values, side, len(names))
+        parent, name_ids, selfv = native.arrays()
+        tree = cls(len(sides))
+        tree.parent = parent.tolist()
+        all_names = [*names, UNKNOWN]
+        tree.name = ["total", *(all_names[i] for i in name_ids[1:].tolist())]
+        tree.selfv = [selfv[:, s].tolist() for s in range(len(sides))]
         return tree
 
     def totals(self, side: int = 0) -> List[int]:

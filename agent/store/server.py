@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -26,8 +27,10 @@ from typing import List
 from typing import Optional
 from typing import Tuple
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.responses import Response
@@ -146,6 +149,7 @@ class Store:
         self.backend = backend
         self.limits = limits or Limits()
         self.decoders = decoders
+        self._bridge: Optional[_WriteBridge] = None
 
     # ------------------------------------------------------------------------- helpers
     @staticmethod
@@ -166,12 +170,19 @@ class Store:
             raise TooLarge(f"request body of {length} bytes exceeds the {cap}-byte limit")
         chunks: List[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        receive = request.receive  # raw ASGI: Request.stream() costs more per push
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > cap:
                 raise TooLarge(f"request body exceeds the {cap}-byte limit")
             chunks.append(chunk)
-        data = b"".join(chunks)
+            if not message.get("more_body", False):
+                break
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding == "gzip":
             if data[:2] != b"\x1f\x8b":
@@ -183,8 +194,20 @@ class Store:
 
     def tree(self, *sides: Dict[int, int]) -> Tree:
         """The merged call tree of one or more ``{stack id: value}`` maps."""
-        ids = sorted({sid for side in sides for sid in side})
-        return Tree.build(self.backend.stack_names(ids), *sides)
+        arrays = [
+            (
+                np.fromiter(side.keys(), dtype=np.uint32, count=len(side)),
+                np.fromiter(side.values(), dtype=np.int64, count=len(side)),
+            )
+            for side in sides
+        ]
+        top = max((int(ids.max()) for ids, _ in arrays if len(ids)), default=0)
+        try:
+            frames, offsets, names = self.backend.stack_arrays(top)
+        except NotImplementedError:  # a backend without a stack table: build in Python
+            ids = sorted({sid for side in sides for sid in side})
+            return Tree.build(self.backend.stack_names(ids), *sides)
+        return Tree.build_arrays(frames, offsets, names, *arrays)
 
     # ------------------------------------------------------------------------- ingest
     @_handled
@@ -203,7 +226,10 @@ class Store:
         else:
             uploads = push_request(body, ctype, self.limits.max_inflated)
         if uploads:
-            await asyncio.wrap_future(self.backend.submit(tenant, uploads))
+            loop = asyncio.get_running_loop()
+            if self._bridge is None or self._bridge.loop is not loop:
+                self._bridge = _WriteBridge(loop)
+            await self._bridge.wrap(self.backend.submit(tenant, uploads))
         msg = messages("push.v1.PushResponse")()
         return Response(connect.encode(msg, ctype), media_type=ctype.split(";")[0])
 
@@ -716,6 +742,44 @@ def create_app(
     if token:
         return AuthMiddleware(app, token)
     return app
+
+
+class _WriteBridge:
+    """Hands the writer thread's results to the event loop with one wake-up per group commit.
+
+    ``asyncio.wrap_future`` wakes the loop once per future (a self-pipe write and read each);
+    the writer finishes a whole batch of pushes at once, so their results travel together.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._done: List[Tuple[asyncio.Future, concurrent.futures.Future]] = []
+
+    def wrap(self, fut: concurrent.futures.Future) -> asyncio.Future:
+        """An asyncio future that completes like ``fut``."""
+        waiter = self.loop.create_future()
+        fut.add_done_callback(functools.partial(self._finished, waiter))
+        return waiter
+
+    def _finished(self, waiter: asyncio.Future, fut: concurrent.futures.Future) -> None:
+        with self._lock:
+            first = not self._done
+            self._done.append((waiter, fut))
+        if first:
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            done, self._done = self._done, []
+        for waiter, fut in done:
+            if waiter.done():  # the request was cancelled (client went away)
+                continue
+            exc = fut.exception()
+            if exc is not None:
+                waiter.set_exception(exc)
+            else:
+                waiter.set_result(fut.result())
 
 
 class _PushFastPath:

@@ -507,3 +507,40 @@ def test_timeline_totals_from_rollups_are_exact(tmp_path: Path, monkeypatch) -> 
         got = {k[1]: v for k, v in b.totals([s.id], start, end, step).items()}
         assert got == want, step
     b.close()
+
+
+def test_flame_tree_in_c_matches_python_build(tmp_path: Path) -> None:
+    from hostprof.store.flame import Tree
+    from hostprof.store.flame import diff_flamebearer
+    from hostprof.store.flame import flamebearer
+
+    rng = random.Random(5)
+    names = [f"f{i}" for i in range(30)]
+    stacks = {
+        tuple(rng.choices(names, k=rng.randrange(1, 9))): rng.randrange(0, 50) for _ in range(300)
+    }
+    backend = SQLiteBackend(tmp_path / "s.db")
+    try:
+        batch = StackBatch.from_stacks(list(stacks))
+        sd = SeriesData(
+            {"service_name": "t"}, CPU_TYPE, DAY0, batch, np.asarray(list(stacks.values()))
+        )
+        backend.write("anonymous", [Upload("", [sd])])
+        ids, vals = backend.merge_arrays([1], DAY0, DAY0 + 10)
+        left = dict(zip(ids.tolist(), vals.tolist()))
+        right = {sid: v * 2 + 1 for sid, v in list(left.items())[::2]}
+        right[10**6] = 7  # a stack id the table does not know
+        frames, offsets, table_names = backend.stack_arrays(10**6)
+        by_id = backend.stack_names(sorted(set(left) | set(right)))
+        for sides in ((left,), (left, right)):
+            arrays = [
+                (np.asarray(list(s), dtype=np.uint32), np.asarray(list(s.values()))) for s in sides
+            ]
+            fast = Tree.build_arrays(frames, offsets, table_names, *arrays)
+            slow = Tree.build(by_id, *sides)
+            render = flamebearer if len(sides) == 1 else diff_flamebearer
+            assert render(fast) == render(slow)
+            assert render(fast, max_nodes=20) == render(slow, max_nodes=20)
+        assert flamebearer(fast)["numTicks"] == sum(left.values())
+    finally:
+        backend.close()

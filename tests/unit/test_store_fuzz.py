@@ -11,6 +11,7 @@ import contextlib
 import gzip
 import json
 import time
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -32,8 +33,10 @@ from hostprof.native import _pprofscan as pprofscan
 from hostprof.proto import messages
 from hostprof.store.backend import SQLiteBackend
 from hostprof.store.decode import _fast_pprof
+from hostprof.store.decode import _inflate_with
 from hostprof.store.decode import _slow_pprof
 from hostprof.store.decode import folded_series
+from hostprof.store.decode import inflate
 from hostprof.store.decode import pprof_series
 from hostprof.store.decode import push_request
 from hostprof.store.query import CPU_TYPE
@@ -315,6 +318,24 @@ def test_c_pprof_reader_hostile_shapes() -> None:
     assert _fast_pprof(data) is None
     ((batch, vals),) = _slow_pprof(data).groups.values()
     assert batch.stack(0) == ("f",) and vals.tolist() == [[4]]
+
+
+@fuzz(500)
+@given(mutated(st.binary(max_size=300).map(gzip.compress)))
+def test_inflate_agrees_with_zlib_on_broken_gzip(data: bytes) -> None:
+    # inflate() uses ISA-L where installed; its answers must be zlib's, broken streams included.
+    def with_zlib() -> bytes:
+        if data[:2] != b"\x1f\x8b":
+            return data
+        return _inflate_with(zlib, data, LIMIT)[0]
+
+    results = []
+    for fn in (lambda: inflate(data, LIMIT), with_zlib):
+        try:
+            results.append(fn())
+        except FormatError as exc:
+            results.append(type(exc))
+    assert results[0] == results[1]
 
 
 @fuzz(1000)
