@@ -30,7 +30,16 @@ from typing import List
 from typing import Optional
 
 PY = sys.executable
-OLD_PROGRAM = ""  # path of the --before revision's syscalls.bpf.c, inside collectors/
+BEFORE_ROOT = ""  # a --before revision's package tree (see _before_tree)
+
+# Run first in a "before" agent: hostprof is imported from BEFORE_ROOT instead of the
+# editable install of the working tree.
+BEFORE_PREAMBLE = """
+import sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__
+                    and "editable" not in getattr(f, "__name__", "")]
+sys.path.insert(0, {root!r})
+"""
 
 CPU_AGENT = """
 import json, sys, time
@@ -128,16 +137,6 @@ print(int(b.values[:, 0].sum()), flush=True)
 c.stop()
 """
 
-# An older syscalls.bpf.c (from --before REV), loaded the way the collector loads its own.
-OLD_SYSCALLS_AGENT = """
-import sys
-from hostprof.collectors import _ebpf
-bpf, _ = _ebpf.load(sys.argv[2], {}, [int(sys.argv[1])])
-print("ATTACHED", flush=True)
-sys.stdin.readline()
-bpf.cleanup()
-"""
-
 
 BUSY = """
 import time
@@ -151,23 +150,16 @@ while True:
 """
 
 
-def _pid_set_cpu(seconds: float) -> Dict:
+def _pid_set_cpu(seconds: float) -> List[Dict]:
     """The cpu collector on 4 long-lived busy processes (a pid set): no process churn."""
     busy = [subprocess.Popen([PY, "-c", BUSY]) for _ in range(4)]
     try:
         time.sleep(0.5)
-        return _run_json(CPU_AGENT, str(seconds), ",".join(str(b.pid) for b in busy))
+        return _run_side_by_side(CPU_AGENT, str(seconds), ",".join(str(b.pid) for b in busy))
     finally:
         for b in busy:
             b.kill()
             b.wait()
-
-
-def _run_json(source: str, *args: str) -> Dict:
-    out = subprocess.run(
-        [PY, "-c", textwrap.dedent(source), *args], capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _loop_time(n: int, tracer: Optional[str], kind: str = "read1") -> float:
@@ -186,15 +178,8 @@ def _loop_time(n: int, tracer: Optional[str], kind: str = "read1") -> float:
     agent = None
     try:
         if tracer in ("hostprof", "before"):
-            extra = [OLD_PROGRAM] if tracer == "before" else []
             agent = subprocess.Popen(
-                [
-                    PY,
-                    "-c",
-                    OLD_SYSCALLS_AGENT if tracer == "before" else SYSCALLS_AGENT,
-                    str(target.pid),
-                    *extra,
-                ],
+                [PY, "-c", _source(SYSCALLS_AGENT, tracer == "before"), str(target.pid)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -238,29 +223,82 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
-    global OLD_PROGRAM
+    global BEFORE_ROOT
     if args.before:
-        src = subprocess.run(
-            ["git", "show", f"{args.before}:collectors/syscalls.bpf.c"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-        ).stdout
-        # Beside the collectors, so the program's #include "hostprof.bpf.h" resolves.
-        from hostprof.collectors import _ebpf
-
-        OLD_PROGRAM = str(_ebpf.HERE / f".before-{os.getpid()}.bpf.c")
-        with open(OLD_PROGRAM, "w") as f:
-            f.write(src)
+        BEFORE_ROOT = _before_tree(args.before)
     try:
         return _run(args, only)
     finally:
-        if OLD_PROGRAM:
-            os.unlink(OLD_PROGRAM)
+        if BEFORE_ROOT:
+            shutil.rmtree(BEFORE_ROOT, ignore_errors=True)
+
+
+def _before_tree(rev: str) -> str:
+    """Unpacks agent/ and collectors/ of a git revision as an importable ``hostprof`` package
+    (native extensions linked from the working tree) and returns the sys.path entry."""
+    import tempfile
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = tempfile.mkdtemp(prefix="hostprof-before-")
+    src = os.path.join(root, "src")
+    os.makedirs(src)
+    archive = subprocess.run(
+        ["git", "archive", rev, "agent", "collectors"], cwd=repo, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", src], input=archive, check=True)
+    pkg = os.path.join(root, "hostprof")
+    shutil.move(os.path.join(src, "agent"), pkg)
+    shutil.move(os.path.join(src, "collectors"), os.path.join(pkg, "collectors"))
+    os.symlink(os.path.join(repo, "native"), os.path.join(pkg, "native"))
+    return root
+
+
+def _source(source: str, before: bool) -> str:
+    """An agent's program text, importing the --before revision when asked."""
+    source = textwrap.dedent(source)
+    return BEFORE_PREAMBLE.format(root=BEFORE_ROOT) + source if before else source
+
+
+def _run_side_by_side(source: str, *args: str, concurrent: bool = True) -> List[Dict]:
+    """Runs the agent of the working tree and, with --before, the older one; returns their
+    JSON results, working tree first.
+
+    ``concurrent``: both at the same time, so both see the same host activity (CPU cases).
+    Memory cases run one after the other: two agents mapping the same libraries share their
+    pages, and a page mapped by another process cannot be paged out.
+    """
+    out = []
+    procs = []
+    for before in [False, True] if BEFORE_ROOT else [False]:
+        procs.append(
+            subprocess.Popen(
+                [PY, "-c", _source(source, before), *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+        if not concurrent:
+            out.append(_result(procs.pop()))
+    return out + [_result(p) for p in procs]
+
+
+def _result(proc: subprocess.Popen) -> Dict:
+    """The JSON line an agent printed last."""
+    stdout, stderr = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"agent failed: {stderr[-2000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 med = statistics.median
+
+
+def _merge_columns(tables: List[List[tuple]]) -> List[tuple]:
+    """Rows (measure, now, target) of each version -> (measure, now, before, target)."""
+    if len(tables) == 1:
+        return [(name, now, "", note) for name, now, note in tables[0]]
+    return [(a[0], a[1], b[1], a[2]) for a, b in zip(tables[0], tables[1])]
 
 
 def _cpu_rows(cpu_runs: List[Dict], pid_runs: List[Dict]) -> List[tuple]:
@@ -323,9 +361,15 @@ def _run(args: argparse.Namespace, only: set) -> int:
     os.environ["BCC_KERNEL_SOURCE"] = str(_kheaders.ensure())  # for syscount-bpfcc too
 
     runs = range(args.runs)
-    cpu_runs = [_run_json(CPU_AGENT, str(args.seconds)) for _ in runs] if "cpu" in only else []
-    pid_runs = [_pid_set_cpu(args.seconds) for _ in runs] if "cpu" in only else []
-    all_runs = [_run_json(ALL_AGENT, str(min(args.seconds, 5.0))) for _ in runs if "rss" in only]
+    # Each run: [working tree, --before revision], measured at the same time.
+    cpu: List[List[Dict]] = []
+    pid: List[List[Dict]] = []
+    rss: List[List[Dict]] = []
+    for _ in runs if "cpu" in only else ():
+        cpu.append(_run_side_by_side(CPU_AGENT, str(args.seconds)))
+        pid.append(_pid_set_cpu(args.seconds))
+    for _ in runs if "rss" in only else ():
+        rss.append(_run_side_by_side(ALL_AGENT, str(min(args.seconds, 5.0)), concurrent=False))
     have_syscount = shutil.which("syscount-bpfcc") is not None
     tracers = ["none", "hostprof"] + (["before"] if args.before else [])
     tracers += ["syscount"] if have_syscount else []
@@ -340,12 +384,17 @@ def _run(args: argparse.Namespace, only: set) -> int:
                 )
 
     rows: List[tuple] = []
-    rows += _cpu_rows(cpu_runs, pid_runs) if cpu_runs else []
-    rows += _rss_rows(all_runs) if all_runs else []
+    versions = [0, 1] if BEFORE_ROOT else [0]
+    if cpu:
+        rows += _merge_columns(
+            [_cpu_rows([r[v] for r in cpu], [r[v] for r in pid]) for v in versions]
+        )
+    if rss:
+        rows += _merge_columns([_rss_rows([r[v] for r in rss]) for v in versions])
     for kind, label in LOOPS.items() if "syscalls" in only else ():
         base = med(loops[kind]["none"])
         n = args.reads if kind == "read1" else args.reads // 4
-        rows.append((f"{label} loop, no tracing", f"{1e9 * base / n:.0f} ns/call", "1.00x"))
+        rows.append((f"{label} loop, no tracing", f"{1e9 * base / n:.0f} ns/call", "", "1.00x"))
         for tracer, name in (
             ("hostprof", "hostprof syscalls"),
             ("before", f"hostprof syscalls @ {args.before}"),
@@ -353,11 +402,14 @@ def _run(args: argparse.Namespace, only: set) -> int:
         ):
             if loops[kind].get(tracer):
                 t = med(loops[kind][tracer])
-                rows.append((f"  with {name}", f"{1e9 * t / n:.0f} ns/call", f"{t / base:.2f}x"))
+                rows.append(
+                    (f"  with {name}", f"{1e9 * t / n:.0f} ns/call", "", f"{t / base:.2f}x")
+                )
     width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  {'median':>18}  target/ratio")
-    for name, value, note in rows:
-        print(f"{name:<{width}}  {value:>18}  {note}")
+    before = f"@ {args.before}" if args.before else ""
+    print(f"{'measure':<{width}}  {'median':>18}  {before:>18}  target/ratio")
+    for name, value, old, note in rows:
+        print(f"{name:<{width}}  {value:>18}  {old:>18}  {note}")
     print(
         f"(runs={args.runs}, seconds={args.seconds}, reads={args.reads}, "
         f"load average {os.getloadavg()[0]:.1f})"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import re
 import time
@@ -98,8 +99,48 @@ def load(
 
 def _release_compiler_memory() -> None:
     """Returns the heap clang/LLVM freed after a compile to the OS (about 30 MB of RSS)."""
+    global _last_compile
+    _last_compile = time.monotonic()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+COMPILER_IDLE_S = 1.0
+"""Seconds without a compile after which the compiler's code pages are given back."""
+_last_compile: Optional[float] = None
+_COMPILER_LIBS = re.compile(r"/lib(LLVM|clang-cpp)[-.][^/]*$")
+MADV_PAGEOUT = 21  # <asm-generic/mman-common.h>, Linux 5.4+
+
+
+def release_idle_compiler() -> int:
+    """Pages out the compiler's code once no compile has run for ``COMPILER_IDLE_S``.
+
+    libbcc runs clang and LLVM in-process. Each compile touches about 80 MiB of their
+    read-only, file-backed pages (code and constant data), which then stay resident although
+    nothing runs them until the next compile. ``MADV_PAGEOUT`` asks the kernel to reclaim
+    them now rather than under memory pressure; a later compile faults them back in. Writable
+    (anonymous, copy-on-write) mappings are left alone. Called from every drain; returns the
+    bytes advised (0 when there was nothing to do).
+    """
+    global _last_compile
+    if _last_compile is None or time.monotonic() - _last_compile < COMPILER_IDLE_S:
+        return 0
+    _last_compile = None
+    advised = 0
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        with open("/proc/self/maps") as f:
+            lines = [line for line in f if _COMPILER_LIBS.search(line.rstrip())]
+    except OSError:
+        return 0
+    for line in lines:
+        addr, perms = line.split(None, 2)[:2]
+        if "w" in perms:
+            continue
+        lo, hi = (int(x, 16) for x in addr.split("-"))
+        if libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), MADV_PAGEOUT) == 0:
+            advised += hi - lo
+    return advised
 
 
 _INCLUDE_RE = re.compile(r'^#include "([A-Za-z0-9_.]+\.bpf\.h)"\s*$', re.M)
@@ -137,11 +178,23 @@ def read_stats(bpf: Any) -> Dict[str, int]:
     return {name: int(table[ctypes.c_int(i)].value) for i, name in enumerate(STAT_NAMES)}
 
 
+DRAIN_CHUNK = 1024
+"""Entries per batched lookup-and-delete call; a larger drain takes several calls."""
+
+
 def drain_map(table: Any) -> List[Tuple[Any, Any]]:
-    """Atomically takes every entry out of a hash map (one syscall per batch of keys)."""
+    """Atomically takes every entry out of a hash map (one syscall per batch of keys).
+
+    bcc's own ``items_lookup_and_delete_batch`` allocates (and zeroes) key and value arrays
+    of the map's full size on every call, which made up most of a drain's map cost, and it
+    passes one variable as both the resume token and the count, so a drain that needs a
+    second call resumes at a wrong bucket. This calls libbcc's batch wrapper directly with
+    arrays of ``DRAIN_CHUNK`` entries, allocating another chunk only when one fills.
+    """
+    release_idle_compiler()
     try:
-        return list(table.items_lookup_and_delete_batch())
-    except Exception:
+        return [kv for keys, values, n in _drain_chunks(table) for kv in zip(keys[:n], values[:n])]
+    except OSError:
         # Kernels before 5.6 lack batch ops: fall back to per-key pops.
         out = []
         for k in list(table.keys()):
@@ -152,6 +205,81 @@ def drain_map(table: Any) -> List[Tuple[Any, Any]]:
                 continue
             out.append((k, v))
         return out
+
+
+def numpy_dtype(ctype: Any) -> np.dtype:
+    """The numpy dtype of a ctypes type bcc generated for a map key or value (structs with
+    their offsets and padding, arrays, scalars)."""
+    if isinstance(ctype, type) and issubclass(ctype, ctypes.Structure):
+        names = [f[0] for f in ctype._fields_]
+        return np.dtype(
+            {
+                "names": names,
+                "formats": [numpy_dtype(f[1]) for f in ctype._fields_],
+                "offsets": [getattr(ctype, n).offset for n in names],
+                "itemsize": ctypes.sizeof(ctype),
+            }
+        )
+    if isinstance(ctype, type) and issubclass(ctype, ctypes.Array):
+        return np.dtype((numpy_dtype(ctype._type_), (ctype._length_,)))
+    return np.dtype(ctype)
+
+
+def drain_arrays(table: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """Like :func:`drain_map`, as numpy arrays (keys, values) of the map's key and value
+    types: a drain of thousands of rows then needs no Python object per field."""
+    kt, vt = numpy_dtype(table.Key), numpy_dtype(table.Leaf)
+    release_idle_compiler()
+    try:
+        chunks = _drain_chunks(table)
+    except OSError:
+        items = drain_map(table)  # no batch ops: per-key pops
+        keys = np.frombuffer(b"".join(bytes(k) for k, _ in items), dtype=kt)
+        return keys, np.frombuffer(b"".join(bytes(v) for _, v in items), dtype=vt)
+    if not chunks:
+        return np.empty(0, kt), np.empty(0, vt)
+    keys = np.concatenate([np.frombuffer(k, dtype=kt, count=n) for k, _, n in chunks])
+    values = np.concatenate([np.frombuffer(v, dtype=vt, count=n) for _, v, n in chunks])
+    return keys, values
+
+
+def _drain_chunks(table: Any) -> List[Tuple[Any, Any, int]]:
+    """The batched lookup-and-delete loop of :func:`drain_map`: (keys, values, count) per
+    call, as ctypes arrays. Raises OSError if the kernel has no batch operations."""
+    from bcc.libbcc import lib
+
+    out: List[Tuple[Any, Any, int]] = []
+    token = ctypes.c_uint32(0)  # the kernel reads in_batch before it writes out_batch
+    count = ctypes.c_uint32(0)
+    first = True
+    chunk = DRAIN_CHUNK
+    while True:
+        keys = (table.Key * chunk)()
+        values = (table.Leaf * chunk)()
+        count.value = chunk
+        res = lib.bpf_lookup_and_delete_batch(
+            table.map_fd,
+            None if first else ctypes.byref(token),
+            ctypes.byref(token),
+            ctypes.byref(keys),
+            ctypes.byref(values),
+            ctypes.byref(count),
+        )
+        err = ctypes.get_errno() if res != 0 else 0
+        first = False
+        n = count.value
+        if n:
+            out.append((keys, values, n))
+        if res == 0:
+            continue  # more buckets to walk
+        if err == errno.ENOENT:
+            return out  # walked the whole map
+        if err == errno.ENOSPC and n == 0:
+            chunk *= 2  # one bucket holds more than a chunk
+            continue
+        if not out and err in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise OSError(err, "batched map operations unsupported")
+        raise OSError(err, f"BPF_MAP_LOOKUP_AND_DELETE_BATCH failed: {os.strerror(err)}")
 
 
 def percpu_sum(value: Any) -> int:
@@ -200,8 +328,18 @@ class StackMap:
     """
 
     def __init__(self, bpf: Any, name: str, symbolizer: Any) -> None:
+        from bcc.libbcc import lib
+
         self._table = bpf[name]
         self._sym = symbolizer
+        self._fd = self._table.map_fd
+        self._lookup = lib.bpf_lookup_elem
+        self._delete = lib.bpf_delete_elem
+        self._key = ctypes.c_int(0)
+        self._leaf = self._table.Leaf()
+        self._leaf_p = ctypes.byref(self._leaf)
+        # A view of the reused leaf: the addresses, zero after the last frame.
+        self._ips = np.frombuffer(self._leaf, dtype=np.uint64)
         self._kernel: Dict[int, Tuple[Frame, ...]] = {}
         self._user: Dict[Tuple[int, int], Tuple[Frame, ...]] = {}
         self._previous: Set[int] = set()
@@ -210,13 +348,14 @@ class StackMap:
         self.evicted = 0
 
     def _addresses(self, stack_id: int) -> Optional[List[int]]:
-        try:
-            trace = self._table[ctypes.c_int(stack_id)]
-        except KeyError:
+        # libbcc's lookup into one reused buffer: bcc's table[] builds key and leaf objects
+        # per call, which cost more than the syscall itself.
+        self._key.value = stack_id
+        if self._lookup(self._fd, ctypes.byref(self._key), self._leaf_p) != 0:
             return None
-        ips = np.frombuffer(trace.ip, dtype=np.uint64)
-        end = np.flatnonzero(ips == 0)
-        return ips[: int(end[0]) if len(end) else len(ips)].tolist()
+        ips = self._ips
+        n = int(np.argmin(ips)) if ips[-1] == 0 else len(ips)
+        return ips[:n].tolist()
 
     def prefetch(self, user: Iterable[Tuple[int, int]], kernel: Iterable[int]) -> None:
         """Resolves every not-yet-cached stack in one symbolizer call per process (numpy
@@ -299,9 +438,10 @@ class StackMap:
             present = self._known
         gone = [sid for sid in present if sid not in protect]
         self._known = (self._known | keep) - set(gone)
+        key = self._key
         for sid in gone:
-            with contextlib.suppress(KeyError):
-                del self._table[ctypes.c_int(sid)]
+            key.value = sid
+            self._delete(self._fd, ctypes.byref(key))  # ENOENT: already gone, fine
         if gone:
             dead = set(gone)
             for sid in dead:
