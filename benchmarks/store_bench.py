@@ -326,6 +326,47 @@ def bench_render(quick: bool) -> Tuple[float, float, float, int, int, float]:
     return aligned, unaligned, statistics.median(runs) * 1000, rows, size, load_s
 
 
+def bench_tree(stacks: int) -> Tuple[float, float, int]:
+    """Milliseconds to merge ``stacks`` distinct stacks (depth ~20) into a flamegraph, with the
+    call tree built in Python (Tree.build) and in C (Tree.build_arrays); median of 3 each.
+    Returns (python ms, C ms, tree nodes)."""
+    from hostprof.store.flame import Tree
+    from hostprof.store.flame import flamebearer
+
+    rng = random.Random(7)
+    names = [f"pkg{rng.randrange(50)}.fn_{i}" for i in range(3000)]
+    unique = {
+        tuple(rng.choices(names[:20], k=3) + rng.choices(names, k=rng.randrange(5, 35)))
+        for _ in range(stacks)
+    }
+    batch = StackBatch.from_stacks(list(unique))
+    values = np.asarray([rng.randrange(1, 10**6) for _ in unique], dtype=np.int64)
+    data = Path(tempfile.mkdtemp(prefix="store-bench-tree-"))
+    backend = SQLiteBackend(data / "store.db")
+    try:
+        sd = SeriesData({"service_name": "tree"}, CPU, int(time.time()), batch, values)
+        backend.write("anonymous", [Upload("", [sd])])
+        ids, vals = backend.merge_arrays(
+            [s.id for s in backend.series("anonymous", None, 0, 2**40)], 0, 2**40
+        )
+        side = dict(zip(ids.tolist(), vals.tolist()))
+        py, c = [], []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            slow = flamebearer(Tree.build(backend.stack_names(sorted(side)), side))
+            py.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            frames, offsets, table = backend.stack_arrays(int(ids.max()))
+            tree = Tree.build_arrays(frames, offsets, table, (ids, vals))
+            fast = flamebearer(tree)
+            c.append(time.perf_counter() - t0)
+        assert fast == slow
+    finally:
+        backend.close()
+        shutil.rmtree(data, ignore_errors=True)
+    return statistics.median(py) * 1000, statistics.median(c) * 1000, len(tree.parent)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pushes", type=int, default=6000)
@@ -339,6 +380,8 @@ def main() -> None:
         runs[workers] = bench_push(pushes, args.agents, args.connections, workers)
     aligned, unaligned, backend_ms, rows, size, load_s = bench_render(args.quick)
     decode_ms, store_ms = bench_pipeline(500 if args.quick else 2000)
+    tree_stacks = 5000 if args.quick else 50000
+    tree_py, tree_c, tree_nodes = bench_tree(tree_stacks)
     windows = 1440 if args.quick else 8640
     load = os.getloadavg()[0]
     print(
@@ -370,6 +413,9 @@ def main() -> None:
     print(f"{label:<62} {aligned:>14.1f} {'<= 200':>10}")
     print(f"{'render one service-day, unaligned 24 h (ms)':<62} {unaligned:>14.1f} {'<= 200':>10}")
     print(f"{'  of which storage merge (ms)':<62} {backend_ms:>14.1f} {'':>10}")
+    label = f"flamegraph of {tree_stacks} distinct stacks ({tree_nodes} nodes), Python tree (ms)"
+    print(f"{label:<62} {tree_py:>14.0f} {'':>10}")
+    print(f"{'  same, tree merged in C (ms)':<62} {tree_c:>14.0f} {'':>10}")
     print(f"{'DB size per million samples (MB)':<62} {size / rows:>14.1f} {'':>10}")
     print(f"{'  (samples stored / DB size MB)':<62} {f'{rows} / {size / 1e6:.0f}':>14} {'':>10}")
     print(f"{'  bulk load through the backend (samples/s)':<62} {rows / load_s:>14.0f} {'':>10}")

@@ -20,3 +20,6 @@ class FlameTree:
     def arrays(
         self,
     ) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+    def layout(
+        self, name_rank: npt.ArrayLike, other_name: int, root_name: int, max_nodes: int
+    ) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int, int]: ...

@@ -3,9 +3,13 @@
 
 from libc.stdint cimport int64_t
 from libc.stdint cimport uint32_t
+from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 
+from flametree cimport hp_flame_layout
+from flametree cimport hp_flame_layout_free
 from flametree cimport hp_flame_tree
+from flametree cimport hp_flame_tree_layout
 from flametree cimport hp_flame_tree_add
 from flametree cimport hp_flame_tree_free
 from flametree cimport hp_flame_tree_init
@@ -76,3 +80,28 @@ cdef class FlameTree:
             parent[0] = -1
             name[0] = -1
         return parent, name, selfv
+
+    def layout(self, name_rank, uint32_t other_name, uint32_t root_name, uint64_t max_nodes):
+        """Flamebearer layout of side 0: (rows int64 (n, 5): depth, x delta, total, self, name
+        index; name ids in first-use order; max self; total). ``name_rank`` orders children."""
+        cdef cnp.ndarray[cnp.int64_t, ndim=1, mode="c"] r = np.ascontiguousarray(
+            name_rank, dtype=np.int64)
+        cdef hp_flame_layout out
+        cdef int rc
+        with nogil:
+            rc = hp_flame_tree_layout(&self._t, <const int64_t *>r.data, r.shape[0],
+                                      other_name, root_name, max_nodes, &out)
+        if rc == -1:
+            raise MemoryError("FlameTree: out of memory")
+        if rc == -2:
+            raise ValueError("a name id has no rank")
+        try:
+            rows = np.empty((out.n_rows, 5), dtype=np.int64)
+            names = np.empty(out.n_names, dtype=np.int64)
+            if out.n_rows:
+                memcpy((<cnp.ndarray>rows).data, out.rows, out.n_rows * 5 * 8)
+            if out.n_names:
+                memcpy((<cnp.ndarray>names).data, out.names, out.n_names * 8)
+            return rows, names, out.max_self, out.total
+        finally:
+            hp_flame_layout_free(&out)

@@ -129,3 +129,185 @@ int hp_flame_tree_add(hp_flame_tree *t, const uint32_t *frames, uint64_t n_frame
     }
     return 0;
 }
+
+/* ------------------------------------------------------------------------------ layout */
+typedef struct {
+    int64_t total;
+    uint32_t id;
+} ranked;
+
+static int by_total_then_id(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    if (x->total != y->total)
+        return x->total > y->total ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+
+typedef struct {
+    int64_t rank;
+    uint32_t id;
+} child_key;
+
+static int by_rank(const void *a, const void *b) {
+    const child_key *x = a, *y = b;
+    return x->rank < y->rank ? -1 : x->rank > y->rank;
+}
+
+typedef struct {
+    int64_t node; /* < 0: the "other" child of node -node - 1 */
+    int64_t depth;
+    int64_t x;
+} dfs_item;
+
+void hp_flame_layout_free(hp_flame_layout *out) {
+    free(out->rows);
+    free(out->names);
+    memset(out, 0, sizeof *out);
+}
+
+int hp_flame_tree_layout(const hp_flame_tree *t, const int64_t *name_rank, uint64_t n_ranks,
+                         uint32_t other_name, uint32_t root_name, uint64_t max_nodes,
+                         hp_flame_layout *out) {
+    uint32_t n = t->n_nodes, sides = t->sides;
+    int rc = -1;
+    memset(out, 0, sizeof *out);
+    if (other_name >= n_ranks || root_name >= n_ranks)
+        return -2;
+    for (uint32_t i = 1; i < n; i++)
+        if (t->name[i] >= n_ranks)
+            return -2;
+    int64_t *total = malloc((size_t)n * sizeof *total);
+    uint8_t *keep = malloc(n);
+    int64_t *other = calloc(n, sizeof *other);
+    uint8_t *has_other = calloc(n, 1);
+    uint32_t *kid_start = calloc((size_t)n + 1, sizeof *kid_start);
+    child_key *kids = malloc((size_t)n * sizeof *kids);
+    dfs_item *stack = malloc(((size_t)n * 2 + 1) * sizeof *stack);
+    int64_t *level_end = calloc((size_t)n + 1, sizeof *level_end);
+    int64_t *name_out = malloc((size_t)n_ranks * sizeof *name_out);
+    ranked *order = NULL;
+    out->rows = malloc(((size_t)n * 2 + 1) * 5 * sizeof *out->rows);
+    out->names = malloc(((size_t)n_ranks + 1) * sizeof *out->names);
+    if (!total || !keep || !other || !has_other || !kid_start || !kids || !stack || !level_end ||
+        !name_out || !out->rows || !out->names)
+        goto done;
+    for (uint64_t i = 0; i < n_ranks; i++)
+        name_out[i] = -1;
+    /* Totals: children have larger ids than their parents. */
+    for (uint32_t i = 0; i < n; i++)
+        total[i] = t->self[(size_t)i * sides];
+    for (uint32_t i = n - 1; i >= 1; i--)
+        total[t->parent[i]] += total[i];
+    if (max_nodes == 0 || n <= max_nodes) {
+        memset(keep, 1, n);
+    } else {
+        /* Ties go to the smaller id (the parent), so the kept set is closed under ancestors. */
+        order = malloc((size_t)n * sizeof *order);
+        if (!order)
+            goto done;
+        for (uint32_t i = 0; i < n; i++) {
+            order[i].total = total[i];
+            order[i].id = i;
+        }
+        qsort(order, n, sizeof *order, by_total_then_id);
+        memset(keep, 0, n);
+        for (uint64_t i = 0; i < max_nodes; i++)
+            keep[order[i].id] = 1;
+        keep[0] = 1;
+    }
+    for (uint32_t i = 1; i < n; i++) {
+        uint32_t p = t->parent[i];
+        if (!keep[i] && keep[p]) {
+            other[p] += total[i];
+            has_other[p] = 1;
+        }
+    }
+    /* Children of kept nodes, grouped by parent (counting sort), each group sorted by name. */
+    for (uint32_t i = 1; i < n; i++)
+        if (keep[i])
+            kid_start[t->parent[i] + 1]++;
+    for (uint32_t i = 0; i < n; i++)
+        kid_start[i + 1] += kid_start[i];
+    {
+        uint32_t *fill = malloc((size_t)n * sizeof *fill);
+        if (!fill)
+            goto done;
+        memcpy(fill, kid_start, (size_t)n * sizeof *fill);
+        for (uint32_t i = 1; i < n; i++) {
+            if (keep[i]) {
+                child_key *k = &kids[fill[t->parent[i]]++];
+                k->rank = name_rank[t->name[i]];
+                k->id = i;
+            }
+        }
+        free(fill);
+    }
+    for (uint32_t i = 0; i < n; i++)
+        if (kid_start[i + 1] - kid_start[i] > 1)
+            qsort(&kids[kid_start[i]], kid_start[i + 1] - kid_start[i], sizeof *kids, by_rank);
+    /* Depth-first, left to right, so each level's nodes come out in x order. */
+    uint64_t sp = 0;
+    stack[sp++] = (dfs_item){0, 0, 0};
+    while (sp) {
+        dfs_item it = stack[--sp];
+        int64_t tv, sv;
+        uint32_t nm;
+        if (it.node < 0) {
+            tv = sv = other[-it.node - 1];
+            nm = other_name;
+        } else {
+            tv = total[it.node];
+            sv = t->self[(size_t)it.node * sides];
+            nm = it.node == 0 ? root_name : t->name[it.node];
+        }
+        if (tv == 0 && it.node != 0)
+            continue;
+        if (name_out[nm] < 0) {
+            name_out[nm] = (int64_t)out->n_names;
+            out->names[out->n_names++] = nm;
+        }
+        int64_t *row = &out->rows[5 * out->n_rows++];
+        row[0] = it.depth;
+        row[1] = it.x - level_end[it.depth];
+        row[2] = tv;
+        row[3] = sv;
+        row[4] = name_out[nm];
+        level_end[it.depth] = it.x + tv;
+        if (sv > out->max_self)
+            out->max_self = sv;
+        if (it.node < 0)
+            continue;
+        /* Push in reverse so the leftmost child pops first. */
+        uint32_t node = (uint32_t)it.node;
+        int64_t child_x = it.x;
+        for (uint32_t k = kid_start[node]; k < kid_start[node + 1]; k++)
+            if (total[kids[k].id])
+                child_x += total[kids[k].id];
+        if (has_other[node])
+            stack[sp++] = (dfs_item){-(int64_t)node - 1, it.depth + 1, child_x};
+        for (uint32_t k = kid_start[node + 1]; k > kid_start[node]; k--) {
+            uint32_t c = kids[k - 1].id;
+            if (!total[c])
+                continue;
+            child_x -= total[c];
+            stack[sp++] = (dfs_item){c, it.depth + 1, child_x};
+        }
+    }
+    out->total = total[0];
+    rc = 0;
+done:
+    free(total);
+    free(keep);
+    free(other);
+    free(has_other);
+    free(kid_start);
+    free(kids);
+    free(stack);
+    free(level_end);
+    free(name_out);
+    free(order);
+    if (rc)
+        hp_flame_layout_free(out);
+    return rc;
+}

@@ -34,4 +34,26 @@ int hp_flame_tree_add(hp_flame_tree *t, const uint32_t *frames, uint64_t n_frame
                       const int64_t *offsets, uint64_t n_stacks, const uint32_t *ids,
                       const int64_t *values, uint64_t n, uint32_t side, uint32_t unknown_name);
 
+
+
+/* A flamegraph layout (Pyroscope's flamebearer) of side 0 of a tree. */
+typedef struct hp_flame_layout {
+    int64_t *rows;   /* 5 per node drawn, depth-first left to right:
+                        depth, x offset from the previous node of its level, total, self, name */
+    uint64_t n_rows;
+    int64_t *names;  /* name ids in order of first use (rows' name column indexes this) */
+    uint64_t n_names;
+    int64_t max_self;
+    int64_t total;
+} hp_flame_layout;
+
+/* Lays out side 0. name_rank[id] orders the children of a node (by name); n_ranks covers
+ * every name id in the tree plus other_name and root_name, the ids drawn for cut subtrees and
+ * the root. At most max_nodes nodes (0 = all) are kept, the largest totals first; each kept
+ * node's cut children become one "other" child. Returns 0, -1 when out of memory, -2 when a
+ * name id has no rank. Free the result with hp_flame_layout_free. */
+int hp_flame_tree_layout(const hp_flame_tree *t, const int64_t *name_rank, uint64_t n_ranks,
+                         uint32_t other_name, uint32_t root_name, uint64_t max_nodes,
+                         hp_flame_layout *out);
+void hp_flame_layout_free(hp_flame_layout *out);
 #endif

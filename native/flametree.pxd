@@ -18,3 +18,16 @@ cdef extern from "flametree.h" nogil:
                           const int64_t *offsets, uint64_t n_stacks, const uint32_t *ids,
                           const int64_t *values, uint64_t n, uint32_t side,
                           uint32_t unknown_name) noexcept
+
+    ctypedef struct hp_flame_layout:
+        int64_t *rows
+        uint64_t n_rows
+        int64_t *names
+        uint64_t n_names
+        int64_t max_self
+        int64_t total
+
+    int hp_flame_tree_layout(const hp_flame_tree *t, const int64_t *name_rank, uint64_t n_ranks,
+                             uint32_t other_name, uint32_t root_name, uint64_t max_nodes,
+                             hp_flame_layout *out) noexcept
+    void hp_flame_layout_free(hp_flame_layout *out) noexcept

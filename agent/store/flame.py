@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Dict
 from typing import List
 from typing import Mapping
+from typing import Optional
 from typing import Sequence
 from typing import Tuple
 
@@ -33,6 +34,8 @@ class Tree:
         self.name: List[str] = ["total"]
         self.selfv: List[List[int]] = [[0] for _ in range(sides)]
         self._index: Dict[Tuple[int, str], int] = {}
+        # (FlameTree, its names) when built in C: flamebearer() then lays out in C too.
+        self._native: Optional[Tuple[FlameTree, List[str]]] = None
 
     def add(self, names: Sequence[str], value: int, side: int = 0) -> None:
         """Adds ``value`` to the stack ``names`` (root first)."""
@@ -82,6 +85,7 @@ class Tree:
         all_names = [*names, UNKNOWN]
         tree.name = ["total", *(all_names[i] for i in name_ids[1:].tolist())]
         tree.selfv = [selfv[:, s].tolist() for s in range(len(sides))]
+        tree._native = (native, all_names)
         return tree
 
     def totals(self, side: int = 0) -> List[int]:
@@ -130,8 +134,43 @@ class _Names:
         return i
 
 
+def _native_flamebearer(tree: Tree, max_nodes: int) -> dict:
+    native, names = tree._native
+    # Children are drawn sorted by name: rank every name (plus "other" and "total", which
+    # share an index with a function of the same name, as in the Python layout).
+    ids: Dict[str, int] = {}
+    for i, name in enumerate(names):
+        ids.setdefault(name, i)
+    other = ids.get(OTHER, len(names))
+    root = ids.get("total", len(names) + 1)
+    table = [*names, OTHER, "total"]
+    order = sorted(range(len(table)), key=table.__getitem__)
+    rank = np.empty(len(table), dtype=np.int64)
+    rank[order] = np.arange(len(table))
+    # Equal names must not get different ranks (they are one name to the Python layout).
+    rank = rank[[ids.get(n, i) if i < len(names) else i for i, n in enumerate(table)]]
+    rows, name_ids, max_self, total = native.layout(rank, other, root, max(max_nodes, 0))
+    depth = rows[:, 0]
+    order = np.argsort(depth, kind="stable")
+    counts = np.bincount(depth, minlength=int(depth.max()) + 1 if len(depth) else 0)
+    flat = rows[order, 1:]
+    levels = []
+    start = 0
+    for c in counts.tolist():
+        levels.append(flat[start : start + c].ravel().tolist())
+        start += c
+    return {
+        "names": [table[i] for i in name_ids.tolist()],
+        "levels": levels,
+        "numTicks": int(total),
+        "maxSelf": int(max_self),
+    }
+
+
 def flamebearer(tree: Tree, max_nodes: int = 0) -> dict:
     """A single flamegraph: ``{names, levels, numTicks, maxSelf}``."""
+    if tree._native is not None and len(tree.selfv) == 1:
+        return _native_flamebearer(tree, max_nodes)
     total = tree.totals()
     selfv = tree.selfv[0]
     keep = _keep(total, max_nodes)

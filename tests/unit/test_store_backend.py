@@ -515,7 +515,7 @@ def test_flame_tree_in_c_matches_python_build(tmp_path: Path) -> None:
     from hostprof.store.flame import flamebearer
 
     rng = random.Random(5)
-    names = [f"f{i}" for i in range(30)]
+    names = [f"f{i}" for i in range(30)] + ["other", "total", "Zed", "édith"]
     stacks = {
         tuple(rng.choices(names, k=rng.randrange(1, 9))): rng.randrange(0, 50) for _ in range(300)
     }
@@ -540,7 +540,8 @@ def test_flame_tree_in_c_matches_python_build(tmp_path: Path) -> None:
             slow = Tree.build(by_id, *sides)
             render = flamebearer if len(sides) == 1 else diff_flamebearer
             assert render(fast) == render(slow)
-            assert render(fast, max_nodes=20) == render(slow, max_nodes=20)
+            for max_nodes in (1, 2, 20, 200):
+                assert render(fast, max_nodes) == render(slow, max_nodes)
         assert flamebearer(fast)["numTicks"] == sum(left.values())
     finally:
         backend.close()
