@@ -7,6 +7,7 @@ help text. The list below is explicit on purpose: importing a module never regis
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import os
 import sys
@@ -20,23 +21,18 @@ from hostprof._errors import EXIT_INTERNAL
 from hostprof._errors import EXIT_USAGE
 from hostprof._errors import HostprofError
 from hostprof.cli._common import Command
-from hostprof.cli.agent import AgentCommand
-from hostprof.cli.convert import ConvertCommand
-from hostprof.cli.dump import DumpCommand
-from hostprof.cli.record import RecordCommand
-from hostprof.cli.snapshot import SnapshotCommand
-from hostprof.cli.store import StoreCommand
-from hostprof.cli.top import TopCommand
 
-COMMANDS: List[Tuple[str, Command]] = [
-    ("record", RecordCommand()),
-    ("top", TopCommand()),
-    ("dump", DumpCommand()),
-    ("snapshot", SnapshotCommand()),
-    ("agent", AgentCommand()),
-    ("store", StoreCommand()),
-    ("convert", ConvertCommand()),
+COMMANDS: List[Tuple[str, str]] = [
+    ("record", "hostprof.cli.record:RecordCommand"),
+    ("top", "hostprof.cli.top:TopCommand"),
+    ("dump", "hostprof.cli.dump:DumpCommand"),
+    ("snapshot", "hostprof.cli.snapshot:SnapshotCommand"),
+    ("agent", "hostprof.cli.agent:AgentCommand"),
+    ("store", "hostprof.cli.store:StoreCommand"),
+    ("convert", "hostprof.cli.convert:ConvertCommand"),
 ]
+"""(subcommand, "module:Class"). Only the command being run is imported: ``hostprof dump``
+must not pay for the store's web server or bcc, and an incident responder waits on it."""
 
 _DESCRIPTION = """\
 hostprof: a host-resident profiler for Linux.
@@ -62,8 +58,42 @@ Run 'hostprof <command> --help' for a command's options.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Builds the full argument parser (pure: no side effects)."""
+def load_command(name: str) -> Command:
+    """Imports and instantiates one subcommand."""
+    target = dict(COMMANDS)[name]
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, looked up only when asked for (importlib.metadata is slow to import)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        print(f"hostprof {_version()}")
+        parser.exit()
+
+
+def _wanted_command(argv: Sequence[str]) -> Optional[str]:
+    """The subcommand named on a command line, if any (the first non-option word)."""
+    names = dict(COMMANDS)
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word if word in names else None
+    return None
+
+
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """Builds the argument parser (pure: no side effects).
+
+    Args:
+        only: build just this subcommand's parser (the others are listed without importing
+            them); None builds every subcommand, as top-level --help needs their summaries.
+    """
     parser = argparse.ArgumentParser(
         prog="hostprof",
         description=_DESCRIPTION,
@@ -71,9 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    parser.add_argument("--version", action="version", version=f"hostprof {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-    for name, command in COMMANDS:
+    for name, _target in COMMANDS:
+        if only is not None and name != only:
+            sub.add_parser(name, add_help=False)
+            continue
+        command = load_command(name)
         doc = inspect.cleandoc(command.__doc__ or "")
         summary = doc.splitlines()[0] if doc else name
         p = sub.add_parser(
@@ -90,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     """Parses a command line; for tests."""
-    return build_parser().parse_args(list(argv))
+    return build_parser(_wanted_command(argv)).parse_args(list(argv))
 
 
 def _version() -> str:
@@ -104,8 +138,9 @@ def _version() -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the CLI; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_wanted_command(argv))
+    args = parser.parse_args(argv)
     if not getattr(args, "_command", None):
         parser.print_help()
         return EXIT_USAGE
