@@ -15,10 +15,12 @@ from typing import Dict
 from typing import Optional
 from typing import Tuple
 
+from hostprof._errors import HostprofError
 from hostprof.model import FrameKind
 from hostprof.snapshot.records import FrameRecord
 from hostprof.snapshot.records import ProcessDump
 from hostprof.snapshot.records import ThreadRecord
+from hostprof.snapshot.records import cap_repr
 
 _KINDS = {
     FrameKind.PYTHON: "python",
@@ -58,7 +60,12 @@ class CoreReader:
         return self._proc(pid)[0]
 
     def __call__(self, pid: int, with_locals: bool) -> ProcessDump:
-        """Dumps every thread of ``pid``. Locals are left to the caller (see readers.py).
+        """Dumps every thread of ``pid``; with ``with_locals``, each frame's locals too.
+
+        Locals come from the core's own reader (``stacks(locals=True)``,
+        :mod:`hostprof.native.pylocals`): values are summarised from the target's memory,
+        never executed, and the target is not paused. A thread whose stack moved between the
+        stack read and the locals read gets no locals (``locals`` stays None) and a note.
 
         Raises:
             HostprofError subclasses from :func:`hostprof.native.pyprocess.attach` and
@@ -66,17 +73,34 @@ class CoreReader:
         """
         proc, lock = self._proc(pid)
         taken = time.time_ns()
+        locals_error = ""
         with lock:  # thread-name lookups of one process are not meant to run twice at once
-            stacks = proc.stacks()  # type: ignore[attr-defined]
+            stacks = None
+            if with_locals:
+                try:
+                    stacks = proc.stacks(locals=True)  # type: ignore[attr-defined]
+                except HostprofError:
+                    raise
+                except Exception as exc:  # a locals-reader bug must not cost the stacks
+                    locals_error = f"{type(exc).__name__}: {exc}"
+            if stacks is None:
+                stacks = proc.stacks()  # type: ignore[attr-defined]
             version = proc.version  # type: ignore[attr-defined]
         dump = ProcessDump(pid=pid, taken_ns=taken, source="hostprof", python_version=version)
+        moved = 0
         for st in stacks:
             frames = []
             in_gc = bool(st.in_gc)
-            for f in st.frames:
+            found = getattr(st, "locals", None) if with_locals else None
+            if with_locals and not locals_error and found is None and st.frames:
+                moved += 1
+            for i, f in enumerate(st.frames):
                 if f.kind == FrameKind.SYNTHETIC and f.function.startswith("<gc"):
                     in_gc = True
-                frames.append(FrameRecord(f.function, f.file, f.line, _KINDS.get(f.kind, "python")))
+                rec = FrameRecord(f.function, f.file, f.line, _KINDS.get(f.kind, "python"))
+                if found is not None and rec.kind == "python":
+                    rec.locals = {str(k): cap_repr(str(v)) for k, v in found[i].items()}
+                frames.append(rec)
             dump.threads.append(
                 ThreadRecord(
                     tid=st.tid,
@@ -88,6 +112,16 @@ class CoreReader:
                 )
             )
         dump.gc_collecting = any(t.in_gc for t in dump.threads)
+        if with_locals:
+            if locals_error:
+                dump.notes.append(f"hostprof could not read locals ({locals_error})")
+            else:
+                dump.locals_source = "hostprof"
+                if moved:
+                    dump.notes.append(
+                        f"locals unavailable for {moved} thread(s): the stack moved while "
+                        "being read"
+                    )
         return dump
 
     def close(self) -> None:

@@ -7,6 +7,10 @@ or does not support the target's interpreter, ``py-spy dump --nonblocking`` is u
 also never pauses the target but cannot tell whether a collection is running (``in_gc`` stays
 unknown). Either way, /proc supplies each thread's OS state.
 
+Locals (``--locals``) come from the same reader as the stacks: the core reads them from the
+target's memory in the same dump (never executing anything in it); py-spy's ``--locals`` is
+used only for a target the core cannot read, or if the core's locals reader fails on it.
+
 Every reader raises :class:`~hostprof._errors.TargetError` (or a subclass) or
 :class:`~hostprof._errors.PermissionDeniedError` for a process it cannot read, with a one-line
 message; the snapshot records it and goes on.
@@ -114,6 +118,8 @@ def pyspy_dump(pid: int, with_locals: bool, exe: Optional[str] = None) -> Proces
                 in_gc=None,
             )
         )
+    if with_locals:
+        dump.locals_source = "py-spy"
     dump.notes.append("read with py-spy --nonblocking: GC state unknown")
     return dump
 
@@ -150,8 +156,9 @@ def close_readers(chain: List[Tuple[str, DumpFn]]) -> None:
 def read_dump(pid: int, with_locals: bool, chain: List[Tuple[str, DumpFn]]) -> ProcessDump:
     """Dumps ``pid`` with the first reader in ``chain`` that can, adding OS thread states.
 
-    When locals are wanted and the reader that succeeded cannot read them, py-spy (if in the
-    chain) supplies them, matched by thread id and identical frames.
+    When locals are wanted and the reader that succeeded could not read them (its
+    ``locals_source`` stays None: the core's locals reader failed on this target), py-spy (if
+    in the chain) supplies them, matched by thread id and identical frames.
 
     Raises:
         TargetError, PermissionDeniedError: no reader could read the process (the message of
@@ -175,18 +182,14 @@ def read_dump(pid: int, with_locals: bool, chain: List[Tuple[str, DumpFn]]) -> P
             continue
         if failures:
             dump.notes.append("; ".join(failures))
-        if with_locals and not _has_locals(dump):
-            _add_locals(dump, [f for n, f in chain if n == "py-spy"])
+        if with_locals and dump.locals_source is None:
+            _add_locals(dump, [f for n, f in chain if n == "py-spy" and n != name])
         _add_os_state(dump)
         return dump
     assert last is not None
     if len(failures) > 1:
         last.message = "; ".join(failures)
     raise last
-
-
-def _has_locals(dump: ProcessDump) -> bool:
-    return any(f.locals is not None for t in dump.threads for f in t.frames)
 
 
 def _add_locals(dump: ProcessDump, pyspy: List[DumpFn]) -> None:
@@ -211,6 +214,7 @@ def _add_locals(dump: ProcessDump, pyspy: List[DumpFn]) -> None:
             if a.function.rsplit(".", 1)[-1] != b.function.rsplit(".", 1)[-1] or a.line != b.line:
                 break
             a.locals = b.locals
+    dump.locals_source = "py-spy"
     dump.notes.append("locals read by py-spy")
 
 

@@ -115,6 +115,8 @@ class ProcessDump:
     """Whether the interpreter was inside a GC collection (process-wide flag)."""
     notes: List[str] = dataclasses.field(default_factory=list)
     """Reader remarks (torn reads retried, fallbacks used)."""
+    locals_source: Optional[str] = None
+    """What read the locals (``hostprof``, ``py-spy``); None when none were read."""
 
     def thread(self, tid: int) -> Optional[ThreadRecord]:
         """The thread with OS id ``tid``, if present."""
@@ -132,5 +134,6 @@ class ProcessDump:
             "python_version": self.python_version,
             "gc_collecting": self.gc_collecting,
             "notes": self.notes,
+            "locals_source": self.locals_source,
             "threads": [t.to_json() for t in self.threads],
         }

@@ -8,11 +8,17 @@ Three rules, applied in this order:
    replaced.
 2. **URL credentials.** The user-info part of any URL (``https://user:pass@host``) is replaced,
    wherever it appears (values of harmless-looking variables, arguments, socket lists).
+   Local variables (``--locals``) follow the same rule by their name: ``api_token = '...'``
+   becomes ``api_token = <REDACTED>``, and a URL whose credentials were cut off by the
+   summary's length cap (``'https://user:pa...'``) loses what is left of them.
 3. **By value.** Every value removed by rules 1 and 2 is remembered; :meth:`Redactor.scrub`
    removes those exact strings from any other text later written to the archive (locals,
    thread names, file paths), because a secret read from the environment often ends up in a
    local variable too. Values shorter than :data:`MIN_SCRUB_LEN` are not scrubbed by value:
    replacing a one-letter password everywhere would destroy the archive and reveal nothing.
+   A secret-named local's value is remembered only when it is a string of at least
+   :data:`MIN_LOCAL_SCRUB_LEN` characters: locals such as ``key`` routinely hold short common
+   words (a dict key like ``'name'``) that must not be blanked across the whole archive.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ REDACTED = "<REDACTED>"
 MIN_SCRUB_LEN = 4
 """Shortest secret value that is also scrubbed from free text by value."""
 
+MIN_LOCAL_SCRUB_LEN = 8
+"""Shortest secret-named local's string value that is also scrubbed from free text."""
+
 SECRET_NAME = re.compile(
     r"TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|KEY|AUTH|CREDENTIAL|COOKIE|PRIVATE"
     r"|PASS(?:$|[_.-])|(?:^|[_.-])PWD(?:$|[_.-])",
@@ -42,6 +51,16 @@ SECRET_NAME = re.compile(
 # scheme://userinfo@host: userinfo has no '/', '@' or whitespace. Matching the scheme keeps
 # e-mail addresses (no '://') intact.
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/@\s'\"]+)@")
+
+# The same, cut by a length cap before the '@' ("'https://user:pa...'"): what is left of the
+# user-info is dropped too. Only when it has a ':' (user:password; a cut host:port loses
+# nothing secret but is redacted as well, which is the safe side).
+_URL_CUT_USERINFO = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/@\s'\"]*:[^/@\s'\"]*?)"
+    r"(?P<cut>\.\.\.|…)(?P<end>['\"]?)$"
+)
+# A quoted str/bytes summary of a local: 'text', "text", b'text', with an optional cut marker.
+_QUOTED = re.compile(r"^b?(?P<q>['\"])(?P<text>.*?)(?:\.\.\.|…)?(?P=q)?(?:\.\.\.|…)?$", re.DOTALL)
 
 # --name=value, -name=value
 _FLAG_WITH_VALUE = re.compile(r"^(?P<flag>--?[A-Za-z0-9][\w.\-]*)=(?P<value>.*)$", re.DOTALL)
@@ -146,6 +165,32 @@ class Redactor:
                 out.append(f"{m.group('name')}={self.redact_value(m.group('value'))}")
                 continue
             out.append(self.redact_urls(arg))
+        return out
+
+    def redact_locals(self, local_vars: Mapping[str, str]) -> Dict[str, str]:
+        """Returns a copy of one frame's locals (name -> summary or repr) with secrets removed.
+
+        A secret-named local's value becomes the placeholder; its string content (quotes and
+        cut marker stripped) is remembered for scrubbing elsewhere when it is long enough.
+        Every other value loses URL credentials, including ones cut short by a length cap.
+        """
+        out: Dict[str, str] = {}
+        for name, value in local_vars.items():
+            if is_secret_name(name):
+                if value in ("None", "''", '""', "b''", 'b""'):
+                    out[name] = value  # an unset secret reveals nothing and helps the reader
+                    continue
+                with self._lock:
+                    self.count += 1
+                m = _QUOTED.match(value)
+                if m and len(m.group("text")) >= MIN_LOCAL_SCRUB_LEN:
+                    self._remember(m.group("text"), count=False)
+                out[name] = REDACTED
+                continue
+            value = self.redact_urls(value)
+            out[name] = _URL_CUT_USERINFO.sub(
+                lambda m: f"{m.group('scheme')}{REDACTED}{m.group('cut')}{m.group('end')}", value
+            )
         return out
 
     # ----------------------------------------------------------------------- rule 3

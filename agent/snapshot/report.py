@@ -416,6 +416,17 @@ def header_blocks(snap: Snapshot) -> List[doc.Block]:
     state = "**PARTIAL**" if snap.partial else "complete"
     used = sorted({d.source for ps in snap.stacks.values() for d in ps.dumps if d is not None})
     readers = ", ".join(used) or "none"
+    locals_note = ""
+    if snap.options.with_locals:
+        by = sorted(
+            {
+                d.locals_source
+                for ps in snap.stacks.values()
+                for d in ps.dumps
+                if d is not None and d.locals_source
+            }
+        )
+        locals_note = f"locals read by {', '.join(by)}; " if by else "locals unavailable; "
     cov = snap.profile.coverage
     collected = (
         ", ".join(
@@ -431,7 +442,7 @@ def header_blocks(snap: Snapshot) -> List[doc.Block]:
         doc.Para(
             f"{len(snap.targets)} target(s), {n_py} Python; two dumps 1 s apart; "
             f"profile {snap.options.profile_seconds:g} s ({collected}); stacks read by {readers}; "
-            f"took {snap.elapsed_s:.1f} s. Result: {state}."
+            f"{locals_note}took {snap.elapsed_s:.1f} s. Result: {state}."
         ),
     ]
 

@@ -212,6 +212,7 @@ class ProcessStacks:
                     "python_version": d.python_version,
                     "gc_collecting": d.gc_collecting,
                     "notes": d.notes,
+                    "locals_source": d.locals_source,
                     "threads": threads,
                 }
             )

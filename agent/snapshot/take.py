@@ -122,6 +122,19 @@ class Snapshot:
         return out
 
 
+def _redact_locals(stacks: Dict[int, ProcessStacks], redactor: Redactor) -> None:
+    """Redacts secret-named locals and URL credentials in every dumped frame, in place, before
+    anything (findings included) reads them."""
+    for ps in stacks.values():
+        for dump in ps.dumps:
+            if dump is None:
+                continue
+            for t in dump.threads:
+                for f in t.frames:
+                    if f.locals:
+                        f.locals = redactor.redact_locals(f.locals)
+
+
 def _rate_for(n_targets: int, requested: int) -> int:
     """Keeps the total Python sampling load bounded when there are many targets: about
     500 process samples a second in all (20 targets: 25 Hz each), never under 10 Hz. Each
@@ -283,6 +296,8 @@ def take_snapshot(
         snap.mark("dumps joined", t0)
         submit_facts()  # no Python targets, or the dumps failed before round 1
         snap.stacks = dumps_box.get("stacks", {})
+        if options.with_locals:
+            _redact_locals(snap.stacks, snap.redactor)
         if "error" in dumps_box:
             for pid in py_pids:
                 snap.stacks.setdefault(pid, ProcessStacks(pid)).errors.append(dumps_box["error"])

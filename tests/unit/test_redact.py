@@ -120,3 +120,47 @@ def test_url_without_password_still_loses_its_userinfo() -> None:
     )
     # e-mail addresses are not URLs
     assert r.scrub("mail ops@example.com") == "mail ops@example.com"
+
+
+def test_secret_named_locals_are_redacted_and_remembered() -> None:
+    r = Redactor()
+    out = r.redact_locals(
+        {
+            "api_token": "'tok-abcdef-123456'",
+            "db_password": "'pw-short…'",
+            "key": "'name'",  # a dict key: redacted here, but too short to scrub elsewhere
+            "secret_count": "12345678",  # not a string: redacted, never scrubbed by value
+            "password": "None",  # unset: kept, it reveals nothing
+            "count": "4242",
+            "config": "<dict of 3>",
+        }
+    )
+    assert out == {
+        "api_token": REDACTED,
+        "db_password": REDACTED,
+        "key": REDACTED,
+        "secret_count": REDACTED,
+        "password": "None",
+        "count": "4242",
+        "config": "<dict of 3>",
+    }
+    assert r.count == 4
+    assert r.scrub("sent tok-abcdef-123456 as name 12345678") == (
+        f"sent {REDACTED} as name 12345678"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("'https://u:pw-123@host/x'", f"'https://{REDACTED}@host/x'"),
+        # cut by the core's summary cap before the '@': the rest of the password goes too
+        ("'postgres://app:very-long-passw...'", f"'postgres://{REDACTED}...'"),
+        ("'postgres://app:very-long-passw…", f"'postgres://{REDACTED}…"),
+        # no credentials: kept as is
+        ("'https://example.com/path...'", "'https://example.com/path...'"),
+        ("'just text...'", "'just text...'"),
+    ],
+)
+def test_url_credentials_in_locals_are_redacted_even_when_cut(value: str, expected: str) -> None:
+    assert Redactor().redact_locals({"dsn": value}) == {"dsn": expected}
