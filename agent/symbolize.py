@@ -149,6 +149,7 @@ class _QueriedMaps:
         self._starts: List[int] = []
         self._ends: List[int] = []
         self._misses: set = set()
+        self._sorted: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None
         self._q = _ProcmapQuery()
         self._name = ctypes.create_string_buffer(4096)
         self._bid = ctypes.create_string_buffer(64)
@@ -156,10 +157,18 @@ class _QueriedMaps:
     def _cached(self, addrs: np.ndarray) -> np.ndarray:
         if not self._starts:
             return np.full(len(addrs), -1, dtype=np.int64)
-        starts = np.asarray(self._starts, dtype=np.uint64)
-        ends = np.asarray(self._ends, dtype=np.uint64)
-        inside = (addrs[:, None] >= starts[None, :]) & (addrs[:, None] < ends[None, :])
-        return np.where(inside.any(axis=1), inside.argmax(axis=1), -1).astype(np.int64)
+        if self._sorted is None:
+            # Mappings never overlap, so a binary search over their sorted starts finds the
+            # only candidate. (An address x mapping comparison matrix cost most of a drain's
+            # CPU for processes with thousands of executable mappings, such as JITs.)
+            starts = np.asarray(self._starts, dtype=np.uint64)
+            order = np.argsort(starts, kind="stable")
+            ends = np.asarray(self._ends, dtype=np.uint64)[order]
+            self._sorted = (starts[order], ends, order.astype(np.int64))
+        starts, ends, order = self._sorted
+        i = np.searchsorted(starts, addrs, side="right").astype(np.int64) - 1
+        at = np.clip(i, 0, None)
+        return np.where((i >= 0) & (addrs < ends[at]), order[at], -1)
 
     def find(self, addrs: np.ndarray) -> np.ndarray:
         """Index (into ``maps``) of the executable mapping holding each address, or -1."""
@@ -173,8 +182,9 @@ class _QueriedMaps:
             return idx
         try:
             q = self._q
+            found: List[Tuple[int, int]] = []
             for addr in missing:
-                if any(s <= addr < e for s, e in zip(self._starts, self._ends)):
+                if any(s <= addr < e for s, e in found):
                     continue  # covered by a mapping found for an earlier address
                 q.size = ctypes.sizeof(_ProcmapQuery)
                 q.query_flags = PROCMAP_QUERY_VMA_EXECUTABLE
@@ -205,6 +215,8 @@ class _QueriedMaps:
                     self.build_ids[len(self.maps) - 1] = self._bid.raw[: q.build_id_size].hex()
                 self._starts.append(q.vma_start)
                 self._ends.append(q.vma_end)
+                found.append((q.vma_start, q.vma_end))
+                self._sorted = None
         finally:
             os.close(fd)
         if len(self._misses) > 65536:
@@ -313,6 +325,8 @@ class Symbolizer:
 
     def __init__(self) -> None:
         self._kernel: Optional[KernelSymbols] = None
+        self._kernel_frames: Dict[str, Frame] = {}
+        self._native_frames: Dict[Tuple[str, str], Frame] = {}
         self._procs: Dict[int, _ProcessMaps] = {}
         self._objects: Dict[str, Optional[_Object]] = {}  # by build-id or file identity
         self._identity: Dict[Tuple[int, int, int, int], str] = {}  # stat -> object key
@@ -331,8 +345,17 @@ class Symbolizer:
             self._loaded = True
         names = self._kernel.lookup_many(np.asarray(addrs, dtype=np.uint64))
         self.frames += len(names)
-        self.unknown += sum(1 for n in names if n == UNKNOWN)
-        return [Frame(n, "[kernel]", 0, FrameKind.KERNEL) for n in names]
+        self.unknown += names.count(UNKNOWN)
+        # One Frame object per kernel function: stacks share them (fewer allocations, and
+        # batch builders find them by identity).
+        cache = self._kernel_frames
+        out = []
+        for n in names:
+            f = cache.get(n)
+            if f is None:
+                f = cache[n] = Frame(n, "[kernel]", 0, FrameKind.KERNEL)
+            out.append(f)
+        return out
 
     # --------------------------------------------------------------------------- user
     def new_epoch(self) -> None:
@@ -460,14 +483,24 @@ class Symbolizer:
                 offs = adj - np.uint64(m.start) + np.uint64(m.offset)
                 vaddrs = obj.file_to_vaddr(offs)
                 hits = obj.functions.lookup_many(vaddrs)
+                names = obj.functions.names
                 for j, h in zip(sel.tolist(), hits.tolist()):
-                    fn = obj.functions.names[h] if h >= 0 else UNKNOWN
-                    out[j] = Frame(fn, name, 0, FrameKind.NATIVE)
+                    out[j] = self._native_frame(names[h] if h >= 0 else UNKNOWN, name)
         not_mapped = sum(1 for f in out if f is NOT_MAPPED)
         self.not_mapped += not_mapped
         self.frames += len(out) - not_mapped
         self.unknown += sum(1 for f in out if f.function == UNKNOWN)
         return out
+
+    def _native_frame(self, function: str, obj: str) -> Frame:
+        """One shared Frame per (function, object), like the kernel's."""
+        key = (function, obj)
+        f = self._native_frames.get(key)
+        if f is None:
+            if len(self._native_frames) > 200_000:
+                self._native_frames.clear()  # bounded on hosts that run everything once
+            f = self._native_frames[key] = Frame(function, obj, 0, FrameKind.NATIVE)
+        return f
 
     @property
     def unknown_share(self) -> float:

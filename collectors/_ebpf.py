@@ -493,6 +493,8 @@ class BatchBuilder:
         self.sample_types = sample_types
         self._frames: List[Frame] = []
         self._ids: Dict[Frame, int] = {}
+        self._by_obj: Dict[int, int] = {}  # id(frame) -> frame id
+        self._frames_seen: List[Frame] = []
         self._stack_frames: List[int] = []
         self._offsets: List[int] = [0]
         self._values: List[Sequence[int]] = []
@@ -503,13 +505,22 @@ class BatchBuilder:
     def add(
         self, stack: Iterable[Frame], values: Sequence[int], pid: int, tid: int, ts: int = 0
     ) -> None:
-        ids = self._ids
+        # Frames come from the stack caches, so the same frame is usually the same object:
+        # look it up by identity first (Frame's dataclass __hash__ runs Python code per call).
+        # An object stays in self._frames while the builder lives, so its id is not reused.
+        by_obj, ids = self._by_obj, self._ids
+        out = self._stack_frames
         for f in stack:
-            fid = ids.get(f)
+            fid = by_obj.get(id(f))
             if fid is None:
-                fid = ids[f] = len(self._frames)
-                self._frames.append(f)
-            self._stack_frames.append(fid)
+                fid = ids.get(f)
+                if fid is None:
+                    fid = ids[f] = len(self._frames)
+                    self._frames.append(f)
+                else:
+                    self._frames_seen.append(f)  # keeps id(f) from being reused
+                by_obj[id(f)] = fid
+            out.append(fid)
         self._offsets.append(len(self._stack_frames))
         self._values.append(values)
         self._pid.append(pid)
