@@ -587,13 +587,16 @@ static int samples(hp_pprof *p, scan_state *st) {
                 } else {
                     packed.end = s.end;
                 }
-                do {
+                /* One varint unpacked; any number (zero included) packed. */
+                while (wire == WT_VARINT || packed.p < packed.end) {
                     if ((rc = read_varint(p, &packed, &v)))
                         goto out;
                     if (n_values < ntypes)
                         row[n_values] = (int64_t)v;
                     n_values++;
-                } while (wire == WT_LEN && packed.p < packed.end);
+                    if (wire == WT_VARINT)
+                        break;
+                }
                 if (wire == WT_VARINT)
                     s.p = packed.p;
             } else if (field == 3 && wire == WT_LEN) {

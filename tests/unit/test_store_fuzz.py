@@ -284,6 +284,8 @@ def test_c_pprof_reader_agrees_or_rejects_cleanly(data: bytes) -> None:
 
 
 def test_c_pprof_reader_hostile_shapes() -> None:
+    # Found by the fuzzer: an empty packed value list after an unpacked value is valid.
+    _agree(_wire_pprof(b"\x12\x04\x10\x00\x12\x00"))
     # Varint of 11 bytes, a length past the end, a 10-byte varint overflowing 64 bits.
     for data in (
         b"\x48" + b"\xff" * 10 + b"\x01",
