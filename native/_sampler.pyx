@@ -255,7 +255,8 @@ cdef class Reader:
 
     def stats(self):
         """Counters: ticks, samples, torn_retries, torn_dropped, late, reads, errors, busy_ns,
-        stale_codes."""
+        stale_codes,
+        paused_ns, bytes_read, os_reads."""
         cdef hp_reader *r = self._get()
         with nogil:
             hp_reader_lock(r)
@@ -265,7 +266,7 @@ cdef class Reader:
                 "ticks": s.ticks, "samples": s.samples, "torn_retries": s.torn_retries,
                 "torn_dropped": s.torn_dropped, "late": s.late, "reads": s.reads,
                 "errors": s.errors, "busy_ns": s.busy_ns, "stale_codes": s.stale_codes,
-                "paused_ns": s.paused_ns,
+                "paused_ns": s.paused_ns, "bytes_read": s.bytes_read, "os_reads": s.os_reads,
             }
         finally:
             hp_reader_unlock(r)

@@ -122,6 +122,7 @@ int hp_read(hp_reader *r, uint64_t addr, void *buf, size_t n) {
     if (addr == 0) return HP_ERR_READ;
     r->stats.reads++;
     ssize_t got = process_vm_readv(r->pid, &local, 1, &remote, 1, 0);
+    if (got > 0) r->stats.bytes_read += (uint64_t)got;
     if (got == (ssize_t)n) return HP_OK;
     if (got < 0) return errno_to_hp(errno);
     return HP_ERR_READ;
@@ -134,7 +135,18 @@ static int cread(hp_reader *r, uint64_t addr, void *buf, size_t n) {
     if (addr == 0) return HP_ERR_READ;
     while (n > 0) {
         uint64_t page = addr & ~(PAGE - 1);
-        uint32_t slot = (uint32_t)((page >> 12) * 0x9E3779B1u) % HP_PAGE_SLOTS;
+        /* Two candidate slots (2-way), from the high bits of a Fibonacci hash: with one slot
+         * per page, two pages an instant needs often share it (20-30 pages in 256 slots)
+         * and evict each other every instant, costing two extra reads per tick. */
+        uint64_t h = (page >> 12) * 0x9E3779B97F4A7C15ULL;
+        uint32_t a = (uint32_t)(h >> 40) % HP_PAGE_SLOTS;
+        uint32_t b = (uint32_t)(h >> 52) % HP_PAGE_SLOTS;
+        if (b == a) b = (a + 1) % HP_PAGE_SLOTS;
+        uint32_t slot;
+        if (r->page_addr[a] == page) slot = a;
+        else if (r->page_addr[b] == page) slot = b;
+        else if (r->page_used_tick[a] != r->tick) slot = a;  /* keep what this instant uses */
+        else slot = b;
         uint8_t *p = r->pages + (size_t)slot * PAGE;
         if (r->page_gen[slot] != r->gen || r->page_addr[slot] != page) {
             int rc = hp_read(r, page, p, PAGE);
@@ -173,6 +185,7 @@ static void prefetch_pages(hp_reader *r) {
     r->stats.reads++;
     ssize_t got = process_vm_readv(r->pid, local, (unsigned long)n, remote, (unsigned long)n, 0);
     if (got <= 0) return;
+    r->stats.bytes_read += (uint64_t)got;
     for (int i = 0; i < n && (ssize_t)((i + 1) * PAGE) <= got; i++) r->page_gen[slots[i]] = r->gen;
 }
 
@@ -559,7 +572,7 @@ static int32_t cached_line(hp_reader *r, uint32_t code_idx, int64_t byte_offset)
  *  - stat (full state letter: R, S, D, ...): about 15 us, the kernel formats 52 fields;
  *  - wchan (fast mode, for the sampling loop): about 3 us; "0" while running or runnable,
  *    else the kernel function the thread sleeps in. Reported as 'R' or 'S'. */
-static char os_state(hp_reader *r, int32_t tid) {
+static char os_state(hp_reader *r, int32_t tid, uint64_t sig) {
     int fast = r->fast_os_state;
     int fd = -1;
     uint32_t i;
@@ -573,14 +586,35 @@ static char os_state(hp_reader *r, int32_t tid) {
             if (t) r->stat_tids = t;
             int *f = realloc(r->stat_fds, 2 * cap * sizeof *f);
             if (f) r->stat_fds = f;
-            if (!t || !f) return '?';
+            uint64_t *g = realloc(r->stat_sig, cap * sizeof *g);
+            if (g) r->stat_sig = g;
+            char *l = realloc(r->stat_last, cap);
+            if (l) r->stat_last = l;
+            uint8_t *u = realloc(r->stat_reused, cap);
+            if (u) r->stat_reused = u;
+            if (!t || !f || !g || !l || !u) return '?';
             r->cap_stat = cap;
         }
         r->stat_tids[i] = tid;
         r->stat_fds[2 * i] = -1;
         r->stat_fds[2 * i + 1] = -1;
+        r->stat_last[i] = '?';
+        r->stat_reused[i] = 0;
+        r->stat_sig[i] = 0;
         r->n_stat++;
     }
+    /* In the loop, a thread found idle keeps that state while its Python stack (every frame's
+     * code and line, the leaf frame's address and instruction) is unchanged, re-read at least
+     * every HP_IDLE_REUSE + 1 ticks: threads parked in sleep/recv/wait otherwise cost one
+     * /proc read each per tick (the kernel symbolises wchan on each read). */
+    if (fast && sig && r->stat_last[i] != 'R' && r->stat_last[i] != '?' &&
+        r->stat_sig[i] == sig && r->stat_reused[i] < HP_IDLE_REUSE) {
+        r->stat_reused[i]++;
+        return r->stat_last[i];
+    }
+    r->stat_sig[i] = sig;
+    r->stat_reused[i] = 0;
+    r->stat_last[i] = '?';
     fd = r->stat_fds[2 * i + fast];
     if (fd < 0) {
         char path[64];
@@ -591,6 +625,7 @@ static char os_state(hp_reader *r, int32_t tid) {
         r->stat_fds[2 * i + fast] = fd;
     }
     char buf[512];
+    r->stats.os_reads++;
     ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
     if (n <= 0) {
         /* The thread exited: forget its fds (a new thread may reuse the tid later). */
@@ -600,10 +635,17 @@ static char os_state(hp_reader *r, int32_t tid) {
         r->stat_tids[i] = r->stat_tids[r->n_stat];
         r->stat_fds[2 * i] = r->stat_fds[2 * r->n_stat];
         r->stat_fds[2 * i + 1] = r->stat_fds[2 * r->n_stat + 1];
+        r->stat_sig[i] = r->stat_sig[r->n_stat];
+        r->stat_last[i] = r->stat_last[r->n_stat];
+        r->stat_reused[i] = r->stat_reused[r->n_stat];
         return '?';
     }
     buf[n] = 0;
-    if (fast) return (buf[0] == '0' && (n == 1 || buf[1] == '\n' || buf[1] == 0)) ? 'R' : 'S';
+    if (fast) {
+        char st = (buf[0] == '0' && (n == 1 || buf[1] == '\n' || buf[1] == 0)) ? 'R' : 'S';
+        r->stat_last[i] = st;
+        return st;
+    }
     char *close_paren = strrchr(buf, ')');
     if (!close_paren || close_paren[1] != ' ') return '?';
     return close_paren[2];
@@ -658,6 +700,9 @@ void hp_reader_free(hp_reader *r) {
         if (r->stat_fds[i] >= 0) close(r->stat_fds[i]);
     free(r->stat_tids);
     free(r->stat_fds);
+    free(r->stat_sig);
+    free(r->stat_last);
+    free(r->stat_reused);
     free(r->seized);
     r->seized = NULL;
     r->n_seized = r->cap_seized = 0;
@@ -670,6 +715,9 @@ void hp_reader_free(hp_reader *r) {
     r->line_vals = NULL;
     r->stat_tids = NULL;
     r->stat_fds = NULL;
+    r->stat_sig = NULL;
+    r->stat_last = NULL;
+    r->stat_reused = NULL;
     r->pages = NULL;
     r->scratch = NULL;
     r->n_codes = r->n_stat = 0;
@@ -714,6 +762,7 @@ static int validate_codes(hp_reader *r, const uint64_t *keys, uint64_t n_keys) {
 static int walk_thread(hp_reader *r, uint64_t frame) {
     const hp_py_offsets *o = &r->off;
     int depth = 0;
+    r->leaf_sig = 0;
     uint64_t prev = 0;
     while (frame) {
         if (depth >= r->max_depth || frame == prev) return -1;
@@ -743,6 +792,7 @@ static int walk_thread(hp_reader *r, uint64_t frame) {
                     if (cread_ptr(r, frame + o->fr_instr, &instr) != HP_OK) return -1;
                     byte_offset = (int64_t)(instr - (code + (uint64_t)o->code_adaptive));
                 }
+                if (depth == 0) r->leaf_sig = mix64(frame ^ ((uint64_t)byte_offset << 48));
                 int32_t line = cached_line(r, (uint32_t)idx, byte_offset);
                 r->scratch[depth++] = ((uint64_t)idx << 32) | (uint32_t)line;
             } else if (o->frames_kind == HP_FRAMES_OBJECTS) {
@@ -830,7 +880,15 @@ static int sample_threads(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns
         char state = '?';
         /* In the loop, the GIL holder is running Python code: skip its OS-state read. */
         if (r->fast_os_state && (flags & HP_FLAG_GIL)) state = 'R';
-        else if (r->read_os_state && tid > 0) state = os_state(r, (int32_t)tid);
+        else if (r->read_os_state && tid > 0) {
+            uint64_t sig = 0;
+            if (r->fast_os_state && depth > 0) {
+                sig = r->leaf_sig ^ mix64(tstate);
+                for (int i = 0; i < depth; i++) sig = mix64(sig ^ r->scratch[i]);
+                sig |= 1;  /* 0 means "no signature" */
+            }
+            state = os_state(r, (int32_t)tid, sig);
+        }
         if (state != 'R' && state != '?') flags |= HP_FLAG_IDLE;
         /* The collector runs in the GIL holder. Without a GIL (free-threaded builds) the
          * collection stops the world, so the thread still running is the collector. */

@@ -137,9 +137,13 @@ typedef struct {
     uint64_t busy_ns;        /* time spent sampling (not sleeping) */
     uint64_t stale_codes;    /* cached code objects found replaced at the same address */
     uint64_t paused_ns;      /* time the target was stopped (--blocking only) */
+    uint64_t bytes_read;     /* bytes transferred by process_vm_readv */
+    uint64_t os_reads;       /* /proc/PID/task/TID/{stat,wchan} reads */
 } hp_stats;
 
 #define HP_PAGE_SLOTS 256
+/* An idle thread whose Python stack is unchanged keeps its state this many ticks unread. */
+#define HP_IDLE_REUSE 7
 
 typedef struct {
     pid_t pid;
@@ -173,6 +177,11 @@ typedef struct {
     int32_t *stat_tids;
     int *stat_fds;            /* two per tid: stat, wchan (-1 until opened) */
     uint32_t n_stat, cap_stat;
+    /* per tid, sampling loop only: the last OS state read, the signature of the Python stack
+     * it was read with, and how many ticks it has been reused without a read */
+    uint64_t *stat_sig;
+    char *stat_last;
+    uint8_t *stat_reused;
     /* sampling loop */
     pthread_mutex_t lock;     /* guards out and stats */
     hp_sample_buf out;
@@ -183,6 +192,7 @@ typedef struct {
     uint32_t n_seized, cap_seized;
     int last_error;
     uint64_t *scratch;        /* one thread's frame keys, leaf first */
+    uint64_t leaf_sig;        /* walk_thread: leaf frame address and instruction offset, mixed */
     /* code-object validation: the [lo, lo + len) span holding name/filename/linetable */
     int64_t code_span_lo, code_span_len;
 } hp_reader;

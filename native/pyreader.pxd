@@ -54,6 +54,8 @@ cdef extern from "pyreader.h" nogil:
         uint64_t busy_ns
         uint64_t stale_codes
         uint64_t paused_ns
+        uint64_t bytes_read
+        uint64_t os_reads
 
     ctypedef struct hp_reader:
         int pid
