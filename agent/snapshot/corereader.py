@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from typing import Any
 from typing import Dict
+from typing import List
 from typing import Optional
 from typing import Tuple
 
@@ -62,10 +64,11 @@ class CoreReader:
     def __call__(self, pid: int, with_locals: bool) -> ProcessDump:
         """Dumps every thread of ``pid``; with ``with_locals``, each frame's locals too.
 
-        Locals come from the core's own reader (``stacks(locals=True)``,
-        :mod:`hostprof.native.pylocals`): values are summarised from the target's memory,
-        never executed, and the target is not paused. A thread whose stack moved between the
-        stack read and the locals read gets no locals (``locals`` stays None) and a note.
+        Locals are read by the core's locals reader (:mod:`hostprof.native.pylocals`, through
+        :mod:`hostprof.snapshot.corelocals`) right after the stacks of the same sample: values
+        are summarised from the target's memory, never executed, and the target is not
+        paused. A thread whose stack moved between the two reads gets no locals (``locals``
+        stays None) and a note.
 
         Raises:
             HostprofError subclasses from :func:`hostprof.native.pyprocess.attach` and
@@ -78,7 +81,7 @@ class CoreReader:
             stacks = None
             if with_locals:
                 try:
-                    stacks = proc.stacks(locals=True)  # type: ignore[attr-defined]
+                    stacks = _stacks_with_locals(proc)
                 except HostprofError:
                     raise
                 except Exception as exc:  # a locals-reader bug must not cost the stacks
@@ -91,7 +94,7 @@ class CoreReader:
         for st in stacks:
             frames = []
             in_gc = bool(st.in_gc)
-            found = getattr(st, "locals", None) if with_locals else None
+            found = st.locals if with_locals else None
             if with_locals and not locals_error and found is None and st.frames:
                 moved += 1
             for i, f in enumerate(st.frames):
@@ -132,6 +135,46 @@ class CoreReader:
         for p in procs:
             with contextlib.suppress(Exception):
                 p.close()  # type: ignore[attr-defined]
+
+
+def _stacks_with_locals(proc: Any) -> List[Any]:
+    """``proc.stacks(locals=True)`` with one caching locals reader for the whole dump.
+
+    The same steps as :meth:`hostprof.native.pyprocess.PyProcess.stacks`, through its public
+    pieces (``reader.sample()``, ``frame``, ``thread_names``), because the thread-state
+    addresses the locals reader starts from are not part of ``ThreadStack``.
+    """
+    from hostprof.native.pyprocess import OS_STATES
+    from hostprof.native.pyprocess import ThreadStack
+    from hostprof.snapshot.corelocals import DumpLocalsReader
+
+    try:
+        cols = proc.reader.sample()
+    except Exception:
+        # Let the core turn the failure into its one-line error (gone, no permission...); if
+        # the process is readable again, that is simply a dump without this first attempt.
+        return proc.stacks(locals=True)
+    names = proc.thread_names(cols["tid"].tolist())
+    offsets = cols["offsets"]
+    reader = DumpLocalsReader(proc)
+    out = []
+    for i in range(len(cols["tid"])):
+        keys = cols["keys"][offsets[i] : offsets[i + 1]]
+        frames = [proc.frame(int(k)) for k in keys.tolist()]
+        tid = int(cols["tid"][i])
+        flags = int(cols["flags"][i])
+        st = ThreadStack(
+            tid=tid,
+            thread_id=int(cols["thread_id"][i]),
+            name=names.get(tid, ""),
+            frames=frames,
+            holds_gil=bool(flags & 1),
+            in_gc=bool(flags & 2),
+            os_state=OS_STATES.get(chr(cols["os_state"][i]), "unknown"),
+        )
+        st.locals = reader.thread(int(cols["tstate"][i]), frames)
+        out.append(st)
+    return out
 
 
 def available() -> Tuple[Optional[CoreReader], str]:

@@ -545,7 +545,8 @@ def _dump_text(dump: ProcessDump, title: str, before: Optional[ProcessDump] = No
         if t.os_state:
             flags.append(t.os_state + (f" in {t.syscall}" if t.syscall else ""))
         lines.append(f'  Thread {t.tid} "{t.name}" [{", ".join(flags)}]')
-        if prev is not None and t.frames and prev.stack_key() == t.stack_key():
+        has_locals = any(fr.locals for fr in t.frames)
+        if prev is not None and t.frames and prev.stack_key() == t.stack_key() and not has_locals:
             lines.append("    (same stack as in dump 1)")
             continue
         for fr in reversed(t.frames):

@@ -128,26 +128,29 @@ def test_locals_come_from_the_core_capped_and_redacted(
         top = _snapshot(tmp_path, no_pyspy_env, t.pid)
     data = json.loads((top / "snapshot.json").read_text())
     stacks = data["targets"][0]["stacks"]
-    # THEN both dumps were read, stacks and locals, by hostprof's core
+    # THEN both dumps were read by hostprof's core, and the second one has its locals too
+    # (the first opens the profile window and stays stacks-only, to be quick)
     assert all(d is not None for d in stacks["dumps"]), stacks["errors"]
-    for dump in stacks["dumps"]:
-        assert dump["source"] == "hostprof"
-        assert dump["locals_source"] == "hostprof"
-        assert not any("py-spy" in n for n in dump["notes"]), dump["notes"]
-        (loc,) = _frame_locals(stacks, dump, "handle_request")
-        # AND the int, the dict and the argument are there (the core summarises containers)
-        assert loc["n"] == "7"
-        assert loc["count"] == "4242"
-        assert loc["config"] == "<dict of 3>"
-        # AND the long string is cut, within the 200-character cap
-        assert len(loc["long_text"]) <= 200
-        assert loc["long_text"].startswith("'" + "L" * 60)
-        assert "-END-OF-LONG-TEXT" not in loc["long_text"]
-        # AND the secret-named local is redacted, the same value under another name too, and
-        # the URL keeps everything but its credentials
-        assert loc["api_token"] == "<REDACTED>"
-        assert loc["header"] == "'<REDACTED>'"
-        assert loc["dsn"] == "'postgres://<REDACTED>@db.internal:5432/app'"
+    first, second = stacks["dumps"]
+    assert first["source"] == second["source"] == "hostprof"
+    assert first["locals_source"] is None
+    assert _frame_locals(stacks, first, "handle_request") == [None]
+    assert second["locals_source"] == "hostprof"
+    assert not any("py-spy" in n for n in first["notes"] + second["notes"])
+    (loc,) = _frame_locals(stacks, second, "handle_request")
+    # AND the int, the dict and the argument are there (the core summarises containers)
+    assert loc["n"] == "7"
+    assert loc["count"] == "4242"
+    assert loc["config"] == "<dict of 3>"
+    # AND the long string is cut, within the 200-character cap
+    assert len(loc["long_text"]) <= 200
+    assert loc["long_text"].startswith("'" + "L" * 60)
+    assert "-END-OF-LONG-TEXT" not in loc["long_text"]
+    # AND the secret-named local is redacted, the same value under another name too, and
+    # the URL keeps everything but its credentials
+    assert loc["api_token"] == "<REDACTED>"
+    assert loc["header"] == "'<REDACTED>'"
+    assert loc["dsn"] == "'postgres://<REDACTED>@db.internal:5432/app'"
     # AND stacks.txt shows them under the frame
     text = (top / "stacks.txt").read_text()
     block = text[text.index("handle_request (") :]
