@@ -8,7 +8,10 @@ without hostprof: ``py-spy dump`` of each process in turn (stacks only, no profi
 Budget (issue 7): wall time <= --profile-seconds + 3 s; archive a few KB per process.
 
 Usage: .venv/bin/python benchmarks/snapshot_bench.py [--procs 20] [--threads 50] [--runs 3]
-       [--profile-seconds 5]
+       [--profile-seconds 5] [--locals]
+
+``--locals`` also runs ``snapshot --locals`` in every run, interleaved with the plain one, and
+``py-spy dump --locals`` of each process in turn beside the plain py-spy baseline.
 """
 
 from __future__ import annotations
@@ -68,8 +71,10 @@ def spawn(n: int, threads: int) -> List[subprocess.Popen]:
     return procs
 
 
-def snapshot(pids: List[int], seconds: float, out: str) -> float:
+def snapshot(pids: List[int], seconds: float, out: str, with_locals: bool = False) -> float:
     args = [sys.executable, "-m", "hostprof", "snapshot", "-q", "--profile-seconds", str(seconds)]
+    if with_locals:
+        args.append("--locals")
     for pid in pids:
         args += ["--pid", str(pid)]
     t0 = time.monotonic()
@@ -80,12 +85,21 @@ def snapshot(pids: List[int], seconds: float, out: str) -> float:
     return wall
 
 
-def pyspy_each(pids: List[int]) -> float:
+def pyspy_each(pids: List[int], with_locals: bool = False) -> float:
     exe = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
     t0 = time.monotonic()
     for pid in pids:
         subprocess.run(
-            [exe, "dump", "--nonblocking", "--pid", str(pid)], capture_output=True, check=False
+            [
+                exe,
+                "dump",
+                "--nonblocking",
+                "--pid",
+                str(pid),
+                *(["--locals"] if with_locals else []),
+            ],
+            capture_output=True,
+            check=False,
         )
     return time.monotonic() - t0
 
@@ -96,6 +110,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=50)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--profile-seconds", type=float, default=5.0)
+    ap.add_argument("--locals", action="store_true", help="also measure snapshot --locals")
     opts = ap.parse_args()
     procs = spawn(opts.procs, opts.threads)
     pids = [p.pid for p in procs]
@@ -103,6 +118,9 @@ def main() -> int:
     walls, sizes, members = [], [], {}
     coverage: dict = {}
     base = []
+    walls_loc: List[float] = []
+    sizes_loc: List[int] = []
+    base_loc: List[float] = []
     try:
         for i in range(opts.runs):
             out = os.path.join(tmp, f"s{i}.tar.gz")
@@ -118,6 +136,11 @@ def main() -> int:
                         if walls[-1] > opts.profile_seconds + 3:
                             print(f"run {i + 1}: {walls[-1]:.2f} s, phases: {data['timings']}")
             base.append(pyspy_each(pids))
+            if opts.locals:
+                out = os.path.join(tmp, f"l{i}.tar.gz")
+                walls_loc.append(snapshot(pids, opts.profile_seconds, out, with_locals=True))
+                sizes_loc.append(os.path.getsize(out))
+                base_loc.append(pyspy_each(pids, with_locals=True))
     finally:
         for p in procs:
             p.kill()
@@ -152,6 +175,19 @@ def main() -> int:
                 f"{statistics.median(got):.1f} {len(got)}/{opts.runs}" if got else f"0/{opts.runs}",
             )
         )
+    if walls_loc:
+        wl = statistics.median(walls_loc)
+        rows += [
+            ("snapshot --locals wall time (s)", f"{wl:.2f}"),
+            ("  runs (s)", " ".join(f"{w:.2f}" for w in walls_loc)),
+            ("--locals wall time / budget", f"{wl / budget:.2f}"),
+            ("--locals / plain wall time", f"{wl / wall:.2f}"),
+            ("--locals archive size (KiB)", f"{statistics.median(sizes_loc) / 1024:.1f}"),
+            (
+                "baseline: py-spy dump --locals of each in turn (s)",
+                f"{statistics.median(base_loc):.2f}",
+            ),
+        ]
     for name, value in rows:
         print(f"| {name:<50} | {value:>12} |")
     print("\nuncompressed members (median bytes):")
