@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
 import sys
 import tempfile
+from typing import BinaryIO
+from typing import Iterator
 from typing import Optional
 
 from hostprof import encoders
@@ -35,6 +38,43 @@ def encode_profile(profile: Profile, fmt: str, sample_type: Optional[str] = None
     return buf.getvalue()
 
 
+@contextlib.contextmanager
+def atomic_output(path: str, mode: int = -1) -> Iterator[BinaryIO]:
+    """Opens a temporary file beside ``path`` and renames it over ``path`` on success.
+
+    A reader never sees a partial file, and a failure (disk full, no permission) leaves nothing
+    behind and raises a one-line StorageError.
+
+    Args:
+        path: the final file.
+        mode: file mode for the result; -1 means what a plain ``open()`` would give (0666 less
+            the umask), since mkstemp's 0600 would surprise users of a written profile.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".hostprof-", dir=directory)
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        if mode < 0:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        hint = (
+            "free some disk space"
+            if exc.errno == errno.ENOSPC
+            else "check the directory exists and is writable"
+        )
+        raise StorageError(f"cannot write {path}: {exc.strerror}", hint) from None
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def write_profile(
     profile: Profile, path: str, fmt: Optional[str] = None, sample_type: Optional[str] = None
 ) -> str:
@@ -55,26 +95,6 @@ def write_profile(
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return fmt
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".hostprof-", dir=directory)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        # mkstemp creates 0600; give the file the mode a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        hint = (
-            "free some disk space"
-            if exc.errno == errno.ENOSPC
-            else "check the directory exists and is writable"
-        )
-        raise StorageError(f"cannot write {path}: {exc.strerror}", hint) from None
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path) as f:
+        f.write(data)
     return fmt
