@@ -2,7 +2,8 @@
 
 The CLI runs under an interpreter whose environment has no py-spy anywhere (not on PATH, not
 beside the interpreter), so the locals in the archive can only come from the sampling core.
-Targets run on pyenv 3.11 and on chroot interpreters (3.13, 3.14: tagged stack references).
+Targets run on pyenv 3.11 and on chroot interpreters (3.13, 3.14: tagged stack references,
+3.13t: free-threaded).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import List
 import pytest
 
 from hostprof.snapshot.readers import core_dump_fn
+from tests.utils import PYTHONS_DIR
 from tests.utils import installed_pythons
 from tests.utils import target
 
@@ -56,6 +58,8 @@ while True:
 """
 
 PYTHONS = {k: v for k, v in installed_pythons().items() if k in ("3.11-pyenv", "3.13", "3.14")}
+if (PYTHONS_DIR / "bin/python3.13t").exists():  # free-threaded: no GIL, locals read the same way
+    PYTHONS["3.13t"] = str(PYTHONS_DIR / "bin/python3.13t")
 
 
 @pytest.fixture(scope="module")
