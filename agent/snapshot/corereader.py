@@ -42,6 +42,9 @@ class CoreReader:
         self._procs: Dict[int, object] = {}
         self._locks: Dict[int, threading.Lock] = {}
         self._guard = threading.Lock()
+        self.locals_deadline: Optional[float] = None
+        """CLOCK_MONOTONIC time after which no more locals are read (the snapshot's budget);
+        threads not reached by then get none, and the dump says how many."""
 
     def _proc(self, pid: int):
         with self._guard:
@@ -81,7 +84,7 @@ class CoreReader:
             stacks = None
             if with_locals:
                 try:
-                    stacks = _stacks_with_locals(proc)
+                    stacks = _stacks_with_locals(proc, self.locals_deadline)
                 except HostprofError:
                     raise
                 except Exception as exc:  # a locals-reader bug must not cost the stacks
@@ -91,12 +94,13 @@ class CoreReader:
             version = proc.version  # type: ignore[attr-defined]
         dump = ProcessDump(pid=pid, taken_ns=taken, source="hostprof", python_version=version)
         moved = 0
+        late = sum(1 for st in stacks if getattr(st, "locals_late", False))
         for st in stacks:
             frames = []
             in_gc = bool(st.in_gc)
             found = st.locals if with_locals else None
             if with_locals and not locals_error and found is None and st.frames:
-                moved += 1
+                moved += 0 if getattr(st, "locals_late", False) else 1
             for i, f in enumerate(st.frames):
                 if f.kind == FrameKind.SYNTHETIC and f.function.startswith("<gc"):
                     in_gc = True
@@ -125,6 +129,10 @@ class CoreReader:
                         f"locals unavailable for {moved} thread(s): the stack moved while "
                         "being read"
                     )
+                if late:
+                    dump.notes.append(
+                        f"locals not read for {late} thread(s): out of the snapshot's time budget"
+                    )
         return dump
 
     def close(self) -> None:
@@ -137,7 +145,7 @@ class CoreReader:
                 p.close()  # type: ignore[attr-defined]
 
 
-def _stacks_with_locals(proc: Any) -> List[Any]:
+def _stacks_with_locals(proc: Any, deadline: Optional[float] = None) -> List[Any]:
     """``proc.stacks(locals=True)`` with one caching locals reader for the whole dump.
 
     The same steps as :meth:`hostprof.native.pyprocess.PyProcess.stacks`, through its public
@@ -172,7 +180,10 @@ def _stacks_with_locals(proc: Any) -> List[Any]:
             in_gc=bool(flags & 2),
             os_state=OS_STATES.get(chr(cols["os_state"][i]), "unknown"),
         )
-        st.locals = reader.thread(int(cols["tstate"][i]), frames)
+        if deadline is not None and time.monotonic() > deadline:
+            st.locals_late = True  # type: ignore[attr-defined]
+        else:
+            st.locals = reader.thread(int(cols["tstate"][i]), frames)
         out.append(st)
     return out
 

@@ -226,6 +226,10 @@ def take_snapshot(
     py_pids = [t.pid for t in targets if t.is_python]
     chain = readers()
     snap.readers_used = [name for name, _ in chain]
+    for _name, fn in chain:
+        if hasattr(fn, "locals_deadline"):
+            # Locals are read in dump 2, inside the window: never past the command's budget.
+            fn.locals_deadline = options.deadline  # type: ignore[attr-defined]
     if chain and chain[0][0] != "hostprof":
         from hostprof.snapshot.readers import core_dump_fn
 

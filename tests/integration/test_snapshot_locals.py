@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 from typing import Dict
@@ -174,3 +175,27 @@ def test_locals_come_from_the_core_capped_and_redacted(
             raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
             assert TOKEN.encode() not in raw, p.name
             assert URL_PASSWORD.encode() not in raw, p.name
+
+
+def test_locals_stop_at_the_budget_deadline_and_say_so() -> None:
+    from hostprof.snapshot.corereader import CoreReader
+
+    # GIVEN a process with locals and the core reader
+    with target(HOLDS_LOCALS) as t:
+        reader = CoreReader()
+        try:
+            # WHEN its locals deadline has passed already, and then when it has not
+            reader.locals_deadline = time.monotonic() - 1.0
+            late = reader(t.pid, True)
+            reader.locals_deadline = time.monotonic() + 60.0
+            in_time = reader(t.pid, True)
+        finally:
+            reader.close()
+    # THEN the late dump has stacks but no locals, and says why
+    handler = [th for th in late.threads if th.name == "handler"]
+    assert handler and [f.function for f in handler[0].frames][-1] == "handle_request"
+    assert all(f.locals is None for th in late.threads for f in th.frames)
+    assert any("out of the snapshot's time budget" in n for n in late.notes), late.notes
+    # AND in time, the same reader reads them
+    (frame,) = [f for th in in_time.threads for f in th.frames if f.function == "handle_request"]
+    assert frame.locals is not None and frame.locals["count"] == "4242"
