@@ -105,6 +105,8 @@ class CpuCollector(Collector):
             cpu=-1,
         )
         self._stacks = _ebpf.StackMap(self._bpf, "stacks", self.symbolizer)
+        if hasattr(self.symbolizer, "load_kernel_symbols"):
+            self.symbolizer.load_kernel_symbols()  # start-up cost, not a random drain's
         self._t_last = time.monotonic_ns()
 
     def add_pids(self, pids: Sequence[int]) -> None:
