@@ -144,8 +144,9 @@ class StoreCommand(Command):
             type=int,
             default=0,
             metavar="N",
-            help="decode pushes in N extra processes, for many agents on a multi-core host "
-            "(default 0: decode in the server process; -1: one per CPU)",
+            help="decode pushes in N extra processes (default 0: in the server process, which "
+            "is faster on small hosts since decoding moved to C; only worth trying with many "
+            "cores; -1: one per CPU)",
         )
         serve.add_argument("--log-level", default="warning", help="uvicorn log level")
         ls = sub.add_parser("ls", help="list services and profile types")
