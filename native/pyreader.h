@@ -141,7 +141,8 @@ typedef struct {
     uint64_t os_reads;       /* /proc/PID/task/TID/{stat,wchan} reads */
 } hp_stats;
 
-#define HP_PAGE_SLOTS 256
+/* Slots of the per-instant read cache (1 KiB lines; at most IOV_MAX, one prefetch iovec each). */
+#define HP_PAGE_SLOTS 1024
 /* An idle thread whose Python stack is unchanged keeps its state this many ticks unread. */
 #define HP_IDLE_REUSE 7
 
@@ -161,7 +162,7 @@ typedef struct {
     uint64_t tick;            /* sampling instants so far (retries share one) */
     int prefetch;             /* read last instant's pages in one syscall first */
     uint64_t rng;             /* xorshift state for tick jitter */
-    uint8_t *pages;           /* HP_PAGE_SLOTS * 4096 */
+    uint8_t *pages;           /* HP_PAGE_SLOTS lines of 1 KiB */
     uint64_t gen;
     /* code cache: open addressing on address -> index into codes */
     hp_code *codes;
