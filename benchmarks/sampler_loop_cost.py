@@ -32,7 +32,12 @@ from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-CORE_FILES = ("native/pyreader.c", "native/pyreader.h", "native/pyreader.pxd", "native/_sampler.pyx")
+CORE_FILES = (
+    "native/pyreader.c",
+    "native/pyreader.h",
+    "native/pyreader.pxd",
+    "native/_sampler.pyx",
+)
 
 
 def build_revision(rev: str, dest: Path) -> Path:
@@ -136,8 +141,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             for _ in range(args.runs):
                 for name, core in cores.items():
                     out = subprocess.run(
-                        [sys.executable, __file__, "--duration", str(args.duration), "--child",
-                         json.dumps([workload, rate, core])],
+                        [
+                            sys.executable,
+                            __file__,
+                            "--duration",
+                            str(args.duration),
+                            "--child",
+                            json.dumps([workload, rate, core]),
+                        ],
                         capture_output=True,
                         text=True,
                         cwd=ROOT,
