@@ -91,6 +91,7 @@ class Redactor:
         self._pattern: Optional[re.Pattern[str]] = None
         self.count = 0
         """How many values were redacted (reported in the snapshot)."""
+        self._secret_local_names: Dict[str, bool] = {}
 
     # --------------------------------------------------------------------- remembering
     def _remember(self, value: str, count: bool = True) -> None:
@@ -175,8 +176,12 @@ class Redactor:
         Every other value loses URL credentials, including ones cut short by a length cap.
         """
         out: Dict[str, str] = {}
+        names = self._secret_local_names
         for name, value in local_vars.items():
-            if is_secret_name(name):
+            secret = names.get(name)
+            if secret is None:  # a few hundred distinct names per snapshot, 20,000 frames
+                secret = names[name] = is_secret_name(name)
+            if secret:
                 if value in ("None", "''", '""', "b''", 'b""'):
                     out[name] = value  # an unset secret reveals nothing and helps the reader
                     continue
@@ -187,10 +192,13 @@ class Redactor:
                     self._remember(m.group("text"), count=False)
                 out[name] = REDACTED
                 continue
-            value = self.redact_urls(value)
-            out[name] = _URL_CUT_USERINFO.sub(
-                lambda m: f"{m.group('scheme')}{REDACTED}{m.group('cut')}{m.group('end')}", value
-            )
+            if "://" in value:  # both URL rules need it; most values are ints and summaries
+                value = self.redact_urls(value)
+                value = _URL_CUT_USERINFO.sub(
+                    lambda m: f"{m.group('scheme')}{REDACTED}{m.group('cut')}{m.group('end')}",
+                    value,
+                )
+            out[name] = value
         return out
 
     # ----------------------------------------------------------------------- rule 3
