@@ -93,7 +93,8 @@ class SnapshotCommand(Command):
         parser.add_argument(
             "--locals",
             action="store_true",
-            help="also dump local variables (repr capped at 200 characters)",
+            help="also read every frame's local variables in the second dump (summarised from "
+            "memory, never executed; capped at 200 characters; secret names redacted)",
         )
         parser.add_argument(
             "-o",
