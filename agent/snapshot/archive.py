@@ -15,12 +15,10 @@ The archive is written to a temporary file and renamed, so a failure leaves noth
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import re
 import tarfile
-import tempfile
 import time
 from typing import Dict
 from typing import List
@@ -29,9 +27,9 @@ from typing import Tuple
 
 import numpy as np
 
-from hostprof._errors import StorageError
 from hostprof._errors import UsageError
 from hostprof.encoders import pprof
+from hostprof.io import atomic_output
 from hostprof.model import Frame
 from hostprof.model import Profile
 from hostprof.model import SampleType
@@ -186,35 +184,19 @@ def write_archive(snap: Snapshot, path: str) -> Tuple[str, int]:
     for suffix in (".tar.gz", ".tgz"):
         if top.endswith(suffix):
             top = top[: -len(suffix)]
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".hostprof-snapshot-", dir=directory)
-        with (
-            os.fdopen(fd, "wb") as raw,
-            tarfile.open(fileobj=raw, mode="w:gz", compresslevel=9) as tar,
-        ):
-            now = time.time()
-            for rel in sorted(files, key=_member_order):
-                data = files[rel]
-                info = tarfile.TarInfo(f"{top}/{rel}")
-                info.size = len(data)
-                info.mtime = int(now)
-                info.mode = 0o600
-                tar.addfile(info, io.BytesIO(data))
-        os.chmod(tmp, 0o600)  # environments are redacted, but stacks and locals are private too
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        hint = (
-            "free some disk space"
-            if exc.errno == errno.ENOSPC
-            else "check the directory exists and is writable"
-        )
-        raise StorageError(f"cannot write {path}: {exc.strerror}", hint) from None
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
+    # 0600: environments are redacted, but stacks and locals are private too.
+    with (
+        atomic_output(path, mode=0o600) as raw,
+        tarfile.open(fileobj=raw, mode="w:gz", compresslevel=9) as tar,
+    ):
+        now = time.time()
+        for rel in sorted(files, key=_member_order):
+            data = files[rel]
+            info = tarfile.TarInfo(f"{top}/{rel}")
+            info.size = len(data)
+            info.mtime = int(now)
+            info.mode = 0o600
+            tar.addfile(info, io.BytesIO(data))
     return path, os.path.getsize(path)
 
 
