@@ -157,7 +157,11 @@ static int cread(hp_reader *r, uint64_t addr, void *buf, size_t n) {
             r->page_addr[slot] = line;
             r->page_gen[slot] = r->gen;
         }
-        r->page_used_tick[slot] = r->tick;
+        if (r->page_used_tick[slot] != r->tick) {
+            r->page_used_tick[slot] = r->tick;
+            uint32_t cur = (uint32_t)(r->tick & 1);
+            r->used_slots[cur][r->n_used[cur]++] = (uint16_t)slot;
+        }
         size_t off = (size_t)(addr - line);
         size_t take = LINE - off < n ? LINE - off : n;
         memcpy(dst, p + off, take);
@@ -177,7 +181,10 @@ static void prefetch_pages(hp_reader *r) {
     struct iovec local[HP_PAGE_SLOTS], remote[HP_PAGE_SLOTS];
     uint64_t want[HP_PAGE_SLOTS]; /* line address | slot (slots < LINE) */
     int n = 0;
-    for (uint32_t slot = 0; slot < HP_PAGE_SLOTS; slot++) {
+    uint32_t prev = (uint32_t)((r->tick - 1) & 1);
+    for (uint32_t k = 0; k < r->n_used[prev]; k++) {
+        uint32_t slot = r->used_slots[prev][k];
+        /* A slot reused later in the same instant holds another line: still wanted. */
         if (r->page_used_tick[slot] != r->tick - 1 || !r->page_addr[slot]) continue;
         uint64_t v = r->page_addr[slot] | slot;
         int j = n++;
@@ -933,6 +940,7 @@ static int sample_threads(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns
 int hp_sample_once(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns) {
     r->gen++;
     r->tick++;
+    r->n_used[r->tick & 1] = 0;
     if (r->prefetch) prefetch_pages(r);
     uint64_t s0 = buf->n_samples, f0 = buf->n_frames, kept0 = r->stats.samples;
     int rc = 0;
