@@ -24,6 +24,8 @@
  * few hundred bytes from each of 20-30 pages (thread states, frames, code objects), and
  * copying whole pages was a third of process_vm_readv's cost. */
 #define LINE 1024ULL
+/* prefetch_pages packs a slot number into a line address's low bits */
+_Static_assert(HP_PAGE_SLOTS <= 1024, "slot numbers must fit below LINE");
 #define MAX_STR 4096
 #define MAX_LINETABLE (1u << 20)
 #define MAX_THREADS 4096
