@@ -252,7 +252,10 @@ class StoreCommand(Command):
         from hostprof.store.query import parse_time
 
         q = parse_query(args.query)
-        start, end = parse_time(args.start, "now-1h"), parse_time(args.end, "now")
+        start = parse_time(args.start, "now-1h")
+        # --until is inclusive for people ("until now" includes what landed this second);
+        # the backend's ranges are [start, end).
+        end = parse_time(args.end, "now") + 1
         backend = self._open(args)
         try:
             ids = [s.id for s in backend.series(args.tenant, q, start, end)]
