@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from typing import Any
+from typing import Callable
 from typing import Dict
+from typing import Iterator
 from typing import List
 from typing import Mapping
 from typing import Optional
@@ -124,55 +126,40 @@ def busiest_syscalls(profile: Optional[Profile], n: int = TOP_N) -> List[Dict[st
     return rows[:n]
 
 
-def gil_holders(stacks: Mapping[int, ProcessStacks]) -> List[Dict[str, Any]]:
-    """The thread holding the GIL in each dump of each process (where the reader can tell)."""
-    out = []
+def _threads_where(
+    stacks: Mapping[int, ProcessStacks], wanted: Callable[[Any], bool]
+) -> Iterator[Dict[str, Any]]:
+    """Per dump of each process, the threads ``wanted`` selects, with their Python leaf."""
     for pid, ps in sorted(stacks.items()):
         for i, dump in enumerate(ps.dumps):
             if dump is None:
                 continue
             for t in dump.threads:
-                if t.holds_gil:
-                    py = [f for f in t.frames if f.kind == "python"]
-                    leaf = py[-1] if py else None
-                    out.append(
-                        {
-                            "pid": pid,
-                            "dump": i + 1,
-                            "tid": t.tid,
-                            "name": t.name,
-                            "where": _frame_label(leaf.function, leaf.file, leaf.line)
-                            if leaf
-                            else "",
-                            "in_gc": bool(t.in_gc),
-                        }
-                    )
-    return out
+                if not wanted(t):
+                    continue
+                py = [f for f in t.frames if f.kind == "python"]
+                leaf = py[-1] if py else None
+                yield {
+                    "pid": pid,
+                    "dump": i + 1,
+                    "tid": t.tid,
+                    "name": t.name,
+                    "where": _frame_label(leaf.function, leaf.file, leaf.line) if leaf else "",
+                    "in_gc": bool(t.in_gc),
+                }
+
+
+def gil_holders(stacks: Mapping[int, ProcessStacks]) -> List[Dict[str, Any]]:
+    """The thread holding the GIL in each dump of each process (where the reader can tell)."""
+    return list(_threads_where(stacks, lambda t: t.holds_gil))
 
 
 def threads_in_gc(stacks: Mapping[int, ProcessStacks]) -> List[Dict[str, Any]]:
     """Threads seen inside a cyclic-GC collection, per dump."""
-    out = []
-    for pid, ps in sorted(stacks.items()):
-        for i, dump in enumerate(ps.dumps):
-            if dump is None:
-                continue
-            for t in dump.threads:
-                if t.in_gc:
-                    py = [f for f in t.frames if f.kind == "python"]
-                    leaf = py[-1] if py else None
-                    out.append(
-                        {
-                            "pid": pid,
-                            "dump": i + 1,
-                            "tid": t.tid,
-                            "name": t.name,
-                            "where": _frame_label(leaf.function, leaf.file, leaf.line)
-                            if leaf
-                            else "",
-                        }
-                    )
-    return out
+    rows = list(_threads_where(stacks, lambda t: t.in_gc))
+    for row in rows:
+        del row["in_gc"]  # always true here
+    return rows
 
 
 def gc_known(stacks: Mapping[int, ProcessStacks]) -> bool:
