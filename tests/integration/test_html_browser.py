@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 from hostprof.encoders import html
-from hostprof.model import CPU_NS
 from hostprof.model import SAMPLES
 from hostprof.model import Frame
 from hostprof.model import FrameKind
@@ -27,30 +26,14 @@ from hostprof.model import Profile
 from tests._browser import Browser
 from tests._browser import Page
 from tests._browser import browser
+from tests._flame_profiles import sample_profile as _sample_profile
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.browser
 
-MAIN = Frame("<module>", "app.py", 1)
-RUN = Frame("run", "app.py", 10)
-WORK = Frame("work_hard", "app.py", 20)
-IDLE = Frame("idle_wait", "app.py", 30)
-MEMCPY = Frame("memcpy", "libc.so.6", 0, FrameKind.NATIVE)
-SYSCALL = Frame("do_syscall_64", "", 0, FrameKind.KERNEL)
-GC = Frame.synthetic("<gc gen=2>")
-T1 = {"thread_id": "100", "thread_name": "MainThread"}
-T2 = {"thread_id": "101", "thread_name": "worker-1"}
-
 
 def sample_profile() -> Profile:
-    """cpu total 1300: work_hard 1100 (memcpy 100 below it), idle_wait 150, gc 50."""
-    p = Profile([CPU_NS, SAMPLES], CPU_NS, 10_000_000)
-    p.add([MAIN, RUN, WORK], [700, 70], T1)
-    p.add([MAIN, RUN, WORK, MEMCPY], [100, 10], T1)
-    p.add([MAIN, RUN, IDLE, SYSCALL], [150, 15], T2)
-    p.add([MAIN, RUN, GC], [50, 5], T2)
-    p.add([MAIN, RUN, WORK], [300, 30], T2)
-    return p
+    return _sample_profile(prefix_stack=False)
 
 
 @pytest.fixture(scope="module")
