@@ -36,8 +36,6 @@ from pyreader cimport hp_sample_buf
 from pyreader cimport hp_sample_loop
 from pyreader cimport hp_sample_once
 
-import numpy as np
-
 GC_KEY = HP_GC_KEY
 """Frame key of the synthetic ``<gc>`` leaf frame."""
 
@@ -67,6 +65,9 @@ cdef _raise(int rc, str what):
 
 cdef object _columns(hp_sample_buf *b):
     """Copies a sample buffer into numpy columns (called with the reader's lock held)."""
+    # numpy is imported here, not at module load: `hostprof dump` reads one instant through
+    # _rows() and must not pay numpy's ~100 ms import.
+    import numpy as np
     cdef Py_ssize_t n = b.n_samples
     cdef Py_ssize_t nf = b.n_frames
     tid = np.empty(n, dtype=np.int32)
@@ -103,6 +104,21 @@ cdef object _columns(hp_sample_buf *b):
         "tid": tid, "flags": flags, "timestamp_ns": ts, "tstate": tstate,
         "thread_id": thread_id, "os_state": state, "offsets": offsets, "keys": keys,
     }
+
+
+cdef list _rows(hp_sample_buf *b):
+    """One tuple per thread sample (tid, thread_id, flags, os_state, tstate, keys), keys a
+    list of frame keys root first: plain Python objects, no numpy."""
+    cdef Py_ssize_t n = b.n_samples
+    cdef Py_ssize_t i, j, end
+    cdef hp_sample *s
+    out = []
+    for i in range(n):
+        s = &b.samples[i]
+        end = b.samples[i + 1].frames_start if i + 1 < n else b.n_frames
+        keys = [b.frames[j] for j in range(<Py_ssize_t>s.frames_start, end)]
+        out.append((s.tid, s.thread_id, s.flags, chr(<unsigned char>s.os_state), s.tstate, keys))
+    return out
 
 
 cdef class Reader:
@@ -191,6 +207,25 @@ cdef class Reader:
             if rc < 0:
                 _raise(rc, f"sampling pid {r.pid}")
             return _columns(&buf)
+        finally:
+            hp_buf_free(&buf)
+
+    def sample_rows(self):
+        """Like :meth:`sample`, as a list of (tid, thread_id, flags, os_state, tstate, keys)
+        tuples (os_state a one-letter str, keys a list): for one-shot readers such as
+        ``dump`` that should not import numpy."""
+        cdef hp_reader *r = self._get()
+        cdef hp_sample_buf buf
+        cdef int rc
+        hp_buf_init(&buf)
+        try:
+            with nogil:
+                hp_reader_lock(r)
+                rc = hp_sample_once(r, &buf, hp_monotonic_ns())
+                hp_reader_unlock(r)
+            if rc < 0:
+                _raise(rc, f"sampling pid {r.pid}")
+            return _rows(&buf)
         finally:
             hp_buf_free(&buf)
 
