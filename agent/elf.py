@@ -21,6 +21,7 @@ import dataclasses
 import mmap
 import os
 import struct
+from typing import TYPE_CHECKING
 from typing import BinaryIO
 from typing import Dict
 from typing import Iterator
@@ -29,9 +30,10 @@ from typing import Optional
 from typing import Tuple
 from typing import Union
 
-import numpy as np
-
 from hostprof._errors import TargetError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SHT_SYMTAB = 2
 SHT_DYNSYM = 11
@@ -45,16 +47,18 @@ ET_EXEC = 2
 ET_DYN = 3
 NT_GNU_BUILD_ID = 3
 
-_SYM_DTYPE = np.dtype(
-    [
-        ("name", "<u4"),
-        ("info", "u1"),
-        ("other", "u1"),
-        ("shndx", "<u2"),
-        ("value", "<u8"),
-        ("size", "<u8"),
-    ]
-)
+# Elf64_Sym: st_name u32, st_info u8, st_other u8, st_shndx u16, st_value u64, st_size u64.
+_SYM = struct.Struct("<IBBHQQ")
+_SYM_FIELDS = [
+    ("name", "<u4"),
+    ("info", "u1"),
+    ("other", "u1"),
+    ("shndx", "<u2"),
+    ("value", "<u8"),
+    ("size", "<u8"),
+]
+# numpy is imported by the functions that use it: symbol_address() (all `hostprof dump`
+# needs) works without it, and numpy takes ~100 ms to import.
 
 
 class ElfError(TargetError):
@@ -119,6 +123,8 @@ class FunctionTable:
 
         A symbol of size 0 is taken to extend to the next symbol.
         """
+        import numpy as np
+
         addrs = np.asarray(addresses, dtype=np.uint64)
         idx = np.searchsorted(self.addresses, addrs, side="right").astype(np.int64) - 1
         ok = idx >= 0
@@ -132,6 +138,8 @@ class FunctionTable:
 
     def lookup(self, address: int) -> Optional[Tuple[str, int]]:
         """(name, offset into it) of the symbol containing ``address``, or None."""
+        import numpy as np
+
         i = int(self.lookup_many(np.array([address], dtype=np.uint64))[0])
         if i < 0:
             return None
@@ -287,10 +295,13 @@ class ElfFile:
 
     # ---------------------------------------------------------------------------- symbols
     def _symbol_arrays(self, section: Section) -> Tuple[np.ndarray, Section]:
-        if section.entsize != _SYM_DTYPE.itemsize or section.type == SHT_NOBITS:
-            return np.empty(0, dtype=_SYM_DTYPE), section
-        count = section.size // _SYM_DTYPE.itemsize
-        syms = np.frombuffer(self._data, dtype=_SYM_DTYPE, count=count, offset=section.offset)
+        import numpy as np
+
+        dtype = np.dtype(_SYM_FIELDS)
+        if section.entsize != dtype.itemsize or section.type == SHT_NOBITS:
+            return np.empty(0, dtype=dtype), section
+        count = section.size // dtype.itemsize
+        syms = np.frombuffer(self._data, dtype=dtype, count=count, offset=section.offset)
         return syms, self.sections[section.link]
 
     def _tables(self) -> Iterator[Tuple[np.ndarray, Section]]:
@@ -325,19 +336,34 @@ class ElfFile:
         needle = b"\0" + name.encode() + b"\0"
         for wanted in (SHT_DYNSYM, SHT_SYMTAB):
             for section in self.sections:
-                if section.type != wanted:
+                if section.type != wanted or section.entsize != _SYM.size:
                     continue
-                syms, strtab = self._symbol_arrays(section)
+                strtab = self.sections[section.link]
                 start, end = strtab.offset, strtab.offset + strtab.size
-                offsets = []
                 pos = self._data.find(needle, start, end)
                 while pos >= 0:
-                    offsets.append(pos + 1 - start)
+                    value = self._defined_symbol_named(section, pos + 1 - start)
+                    if value is not None:
+                        return value
                     pos = self._data.find(needle, pos + 1, end)
-                for off in offsets:
-                    match = syms[(syms["name"] == off) & (syms["shndx"] != 0)]
-                    if len(match):
-                        return int(match["value"][0])
+        return None
+
+    def _defined_symbol_named(self, section: Section, name_offset: int) -> Optional[int]:
+        """st_value of the first defined symbol of ``section`` whose st_name is
+        ``name_offset``, found by a byte search in the section's st_name column (C speed,
+        no numpy)."""
+        count = section.size // _SYM.size
+        table = self._data[section.offset : section.offset + count * _SYM.size]
+        # Every sixth uint32 of the table is an st_name: one contiguous copy to search in.
+        names = memoryview(table).cast("I")[:: _SYM.size // 4].tobytes()
+        key = struct.pack("<I", name_offset)
+        pos = names.find(key)
+        while pos >= 0:
+            if pos % 4 == 0:
+                _name, _info, _other, shndx, value, _size = _SYM.unpack_from(table, pos * 6)
+                if shndx != 0:
+                    return value
+            pos = names.find(key, pos + 1)
         return None
 
     def function_table_lazy(self) -> LazyFunctionTable:
@@ -347,6 +373,8 @@ class ElfFile:
         object a host maps but needs few names from each. The string tables are copied, so
         the result outlives :meth:`close`.
         """
+        import numpy as np
+
         addrs: List[np.ndarray] = []
         sizes: List[np.ndarray] = []
         offs: List[np.ndarray] = []
@@ -380,6 +408,8 @@ class ElfFile:
 
     def function_table(self) -> FunctionTable:
         """All FUNC (and IFUNC) symbols with nonzero address, sorted, deduplicated by address."""
+        import numpy as np
+
         addrs: List[np.ndarray] = []
         sizes: List[np.ndarray] = []
         names: List[str] = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from typing import TYPE_CHECKING
 from typing import Callable
 from typing import Dict
 from typing import Iterable
@@ -26,10 +27,13 @@ from typing import Optional
 from typing import Sequence
 from typing import Tuple
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
-from hostprof.native._core import StackTable
+# numpy and the native StackTable are imported where Profile uses them, not here: Frame and
+# FrameKind are needed by one-shot commands (`hostprof dump`) that must start in a few ms, and
+# numpy alone takes ~100 ms to import.
 
 LabelSet = Tuple[Tuple[str, str], ...]
 """A label set: sorted (name, value) pairs."""
@@ -137,6 +141,8 @@ class FrameTable:
 
     def intern_all(self, frames: Iterable[Frame]) -> npt.NDArray[np.uint32]:
         """Interns many frames; returns their ids (the map from a local table to this one)."""
+        import numpy as np
+
         return np.fromiter((self.intern(f) for f in frames), dtype=np.uint32)
 
 
@@ -188,6 +194,10 @@ class Profile:
     ) -> None:
         if not sample_types:
             raise ValueError("a profile needs at least one sample type")
+        import numpy as np
+
+        from hostprof.native._core import StackTable
+
         self.sample_types: Tuple[SampleType, ...] = tuple(sample_types)
         self.period_type = period_type
         self.period = int(period)
@@ -208,6 +218,8 @@ class Profile:
         labels: Optional[Mapping[str, str]] = None,
     ) -> None:
         """Adds one sample given as frames (root first). Convenient, not for hot paths."""
+        import numpy as np
+
         frame_ids = [self.frames.intern(f) for f in stack]
         sid = self.stacks.intern(frame_ids)
         vals = np.atleast_1d(np.asarray(values, dtype=np.int64)).reshape(1, -1)
@@ -245,6 +257,8 @@ class Profile:
         label_ids: npt.ArrayLike | int = 0,
     ) -> None:
         """Adds samples whose stacks are already interned in ``self.stacks``."""
+        import numpy as np
+
         sids = np.ascontiguousarray(stack_ids, dtype=np.uint32)
         vals = np.asarray(values, dtype=np.int64)
         if vals.ndim == 1:
@@ -268,6 +282,8 @@ class Profile:
     # -------------------------------------------------------------------------- reading
     def compact(self) -> None:
         """Sums pending samples into one row per (stack, label set). Idempotent."""
+        import numpy as np
+
         if not self._pending:
             return
         sids = np.concatenate([self._stack_ids] + [p[0] for p in self._pending])
@@ -342,6 +358,8 @@ class Profile:
 
     def merge_in(self, other: Profile) -> None:
         """Adds every sample of ``other`` into this profile, in place."""
+        import numpy as np
+
         if [str(s) for s in other.sample_types] != [str(s) for s in self.sample_types]:
             raise ValueError(
                 "cannot merge profiles with different sample types: "
@@ -367,6 +385,8 @@ class Profile:
 
         ``fn`` runs once per distinct label set, not per sample.
         """
+        import numpy as np
+
         sids, lids, vals = self.arrays()
         out = self.empty_like()
         out.windows = list(self.windows)
@@ -404,6 +424,8 @@ class Profile:
 
     def scaled(self, factor: float) -> Profile:
         """A copy with every value multiplied by ``factor`` (rounded)."""
+        import numpy as np
+
         out = self.merge()
         out.compact()
         out._values = np.rint(out._values * factor).astype(np.int64)
@@ -414,6 +436,8 @@ def _sum_by_key(
     sids: np.ndarray, lids: np.ndarray, vals: np.ndarray
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sums value rows that share (stack id, label id). Exact for int64."""
+    import numpy as np
+
     if len(sids) == 0:
         return sids.astype(np.uint32), lids.astype(np.uint32), vals.astype(np.int64)
     keys = (sids.astype(np.uint64) << np.uint64(32)) | lids.astype(np.uint64)
