@@ -4,11 +4,17 @@
  *   user+kernel stack ids when it leaves the CPU blocked; when a task is switched back in, the
  *   time it spent off-CPU is added to an in-kernel aggregate keyed by (pid, tid, stacks, slot of
  *   the block start). The per-thread `offcpu_since` table doubles as a live "is this thread
- *   blocked, and since when" view for the sampling core's idle detection.
- * Required kernel: sched:sched_switch tracepoint, stack maps, LRU hash (4.10+).
- * Overhead: one or two stack walks per context switch of a wanted task; none for others.
+ *   blocked, and since when" view.
+ *   A second, host-wide table (`thread_state`, an mmapable array) holds every thread's
+ *   scheduler state for the sampling core's idle detection: user space maps it and reads it
+ *   directly (native/threadstate.h), with no syscall per thread per tick.
+ * Required kernel: sched:sched_switch and sched:sched_wakeup(_new) tracepoints, stack maps,
+ *   LRU hash (4.10+), BPF_F_MMAPABLE arrays (5.5+).
+ * Overhead: one or two stack walks per context switch of a wanted task; one array store per
+ *   context switch and per wakeup of any task (thread_state).
  * Options (-D): HP_MIN_NS (ignore shorter blocks), HP_INCLUDE_PREEMPTED (also count time a
- *   runnable task waited for a CPU), HP_STACK_ENTRIES, HP_COUNT_ENTRIES, hostprof.bpf.h ones.
+ *   runnable task waited for a CPU), HP_STACK_ENTRIES, HP_COUNT_ENTRIES, HP_TSTATE_ENTRIES
+ *   (thread_state size, a power of two; 0 = no thread_state), hostprof.bpf.h ones.
  */
 #include <linux/sched.h>
 #include "hostprof.bpf.h"
@@ -21,6 +27,9 @@
 #endif
 #ifndef HP_COUNT_ENTRIES
 #define HP_COUNT_ENTRIES 65536
+#endif
+#ifndef HP_TSTATE_ENTRIES
+#define HP_TSTATE_ENTRIES 65536
 #endif
 /* sched_switch reports a preempted task as TASK_REPORT_MAX (bit 8 here) or 0 (running). */
 #define HP_STATE_MASK 0xff
@@ -43,6 +52,72 @@ struct hp_off_charged {
   u64 until;
 };
 
+#if HP_TSTATE_ENTRIES
+/* thread_state: one entry per slot tid & (HP_TSTATE_ENTRIES - 1). Thread ids are handed out
+ * sequentially, so the low bits spread threads created around the same time over distinct
+ * slots; two live tids collide only when they are a multiple of HP_TSTATE_ENTRIES apart. The
+ * tid is stored in the entry: a reader that finds another tid there falls back to /proc.
+ * Layout shared with native/threadstate.h (keep in sync):
+ *   word  = tid | letter << 32 | seeded << 39 | ((ns >> 10) & 0xffffff) << 40
+ *   since = CLOCK_MONOTONIC ns of the transition (0 when user space seeded the entry)
+ * `word` is written with one 8-byte store, so a reader never sees a tid with another thread's
+ * state. The stamp bits make every write distinct, so user space can seed an entry from /proc
+ * with a compare-and-swap that fails if the kernel wrote the entry meanwhile. Letters:
+ * 'R' running or runnable (on a CPU, preempted, or woken), 'S' sleeping, 'D' disk wait,
+ * 'T'/'t' stopped/traced, 'P' parked, 'I' idle kthread, 'X' exited (= unknown). */
+struct hp_tstate {
+  u64 word;
+  u64 since;
+};
+BPF_F_TABLE("array", u32, struct hp_tstate, thread_state, HP_TSTATE_ENTRIES, BPF_F_MMAPABLE);
+
+HP_INLINE void hp_tstate_set(u32 tid, u64 letter, u64 now) {
+  u32 idx = tid & (HP_TSTATE_ENTRIES - 1);
+  struct hp_tstate *e = thread_state.lookup(&idx);
+  if (!e)
+    return;
+  e->since = now;
+  e->word = (u64)tid | (letter << 32) | (((now >> 10) & 0xffffff) << 40);
+}
+
+/* The letter of prev_state: sched_switch reports a preempted task with bit 8 set
+ * (TASK_REPORT_MAX), a task that stays runnable (yield, woken before it left) as 0, else one
+ * bit per TASK_REPORT state, in /proc's order S D T t X Z P I. */
+HP_INLINE u64 hp_tstate_letter(long state) {
+  if (state & 0x100)
+    return 'R';
+  switch (state & 0xff) {
+  case 0:
+    return 'R';
+  case 0x01:
+    return 'S';
+  case 0x02:
+    return 'D';
+  case 0x04:
+    return 'T';
+  case 0x08:
+    return 't';
+  case 0x40:
+    return 'P';
+  case 0x80:
+    return 'I';
+  default: /* X, Z: the task never runs again */
+    return 'X';
+  }
+}
+
+/* A woken task is runnable: /proc shows it 'R' (wchan 0) before it gets a CPU. */
+TRACEPOINT_PROBE(sched, sched_wakeup) {
+  hp_tstate_set(args->pid, 'R', bpf_ktime_get_ns());
+  return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_wakeup_new) {
+  hp_tstate_set(args->pid, 'R', bpf_ktime_get_ns());
+  return 0;
+}
+#endif
+
 BPF_TABLE("lru_hash", u32, struct hp_off_start, offcpu_since, 65536);
 BPF_TABLE("lru_hash", u32, struct hp_off_charged, offcpu_charged, 65536);
 BPF_HASH(counts, struct hp_stack_key, u64, HP_COUNT_ENTRIES);
@@ -61,6 +136,12 @@ TRACEPOINT_PROBE(sched, sched_switch) {
 #endif
   if (state & HP_STATE_DEAD)
     blocked = 0;
+#if HP_TSTATE_ENTRIES
+  if (prev != 0)
+    hp_tstate_set(prev, hp_tstate_letter(state), now);
+  if (args->next_pid != 0)
+    hp_tstate_set(args->next_pid, 'R', now);
+#endif
   if (prev != 0 && blocked && hp_wanted(prev_tgid)) {
     struct hp_off_start s = {};
     s.ts = now;

@@ -1,9 +1,15 @@
 """The offcpu collector: time threads spend blocked, with the stack they blocked in.
 
 ``offcpu.bpf.c`` on ``sched:sched_switch`` sums off-CPU nanoseconds per (pid, tid, user stack,
-kernel stack, time slot of the block start). Its live per-thread table also answers "is this
-thread blocked right now?" (:meth:`OffCpuCollector.blocked_since`), which the sampling core can
-use for idle detection instead of polling ``/proc/PID/task/TID/stat``.
+kernel stack, time slot of the block start).
+
+It also keeps a host-wide table of every thread's scheduler state (``thread_state``: running or
+runnable, or blocked and since when), written by ``sched_switch`` and ``sched_wakeup`` into a
+``BPF_F_MMAPABLE`` array. While the collector runs, that table is mapped into the agent and
+published (:mod:`hostprof.native._threadstate`): the Python sampling core in the same process
+then takes each thread's idle state from it with one memory load, instead of reading
+``/proc/PID/task/TID/wchan`` per thread per tick. :meth:`OffCpuCollector.blocked_since` reads
+it too.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ from hostprof.model import OFFCPU_NS
 
 SAMPLE_TYPES = (OFFCPU_NS,)
 
+THREAD_STATE_ENTRIES = 1 << 16
+"""Default thread-state table size: 1 MiB, 16 bytes per slot."""
+
 
 class OffCpuCollector(Collector):
     """Blocked time per thread, for the whole host or a set of processes."""
@@ -44,9 +53,25 @@ class OffCpuCollector(Collector):
         include_preempted: bool = False,
         slot_ns: Optional[int] = None,
         symbolizer: Optional[Any] = None,
+        thread_state_entries: int = THREAD_STATE_ENTRIES,
     ) -> None:
+        """Args:
+        pids: processes to charge blocked time to; None = the whole host.
+        min_block_ns: blocks shorter than this are not counted.
+        include_preempted: also count time a runnable thread waited for a CPU.
+        slot_ns: time-slot width for the join with Python samples (None: no slots).
+        symbolizer: shared :class:`hostprof.symbolize.Symbolizer` (one is made if None).
+        thread_state_entries: size of the host-wide thread-state table, a power of two
+            (threads whose tids are a multiple of it apart share a slot and fall back to
+            /proc); 0 = no table (the sampling core then reads /proc).
+        """
         if min_block_ns < 0:
             raise UsageError(f"the off-CPU threshold must be >= 0 ns, got {min_block_ns}")
+        n = int(thread_state_entries)
+        if n < 0 or n & (n - 1):
+            raise UsageError(f"the thread-state table size must be a power of two (or 0), got {n}")
+        self.thread_state_entries = n
+        self._thread_states: Any = None
         self.pids = None if pids is None else [int(p) for p in pids]
         self.min_block_ns = int(min_block_ns)
         self.include_preempted = include_preempted
@@ -77,11 +102,30 @@ class OffCpuCollector(Collector):
                 "HP_SLOT_SHIFT": self.shift,
                 "HP_MIN_NS": self.min_block_ns,
                 "HP_INCLUDE_PREEMPTED": self.include_preempted,
+                "HP_TSTATE_ENTRIES": self.thread_state_entries,
             },
             self.pids,
         )
         self._stats["compile_s"] = compile_s
         self._stacks = _ebpf.StackMap(self._bpf, "stacks", self.symbolizer)
+        if self.thread_state_entries:
+            from hostprof.native import _threadstate
+
+            table = self._bpf["thread_state"]
+            try:
+                self._thread_states = _threadstate.ThreadStates(
+                    table.map_fd, self.thread_state_entries
+                )
+            except OSError as exc:  # kernel before 5.5 (no BPF_F_MMAPABLE): /proc instead
+                self._stats["thread_state_error"] = float(exc.errno or 1)
+            else:
+                _threadstate.publish(self._thread_states)
+
+    @property
+    def thread_states(self) -> Any:
+        """The mapped thread-state table (:class:`hostprof.native._threadstate.ThreadStates`)
+        while the collector runs, else None."""
+        return self._thread_states
 
     def add_pids(self, pids: Sequence[int]) -> None:
         if self.pids is not None and self._bpf is not None:
@@ -92,10 +136,18 @@ class OffCpuCollector(Collector):
         """For each given thread that is blocked now: CLOCK_MONOTONIC ns when it blocked.
 
         Threads not in the result are running or runnable (or were never seen blocking).
+        The mapped thread-state table answers without a syscall; threads it does not know
+        (a colliding slot) are looked up in the per-thread ``offcpu_since`` map (processes
+        this collector watches only).
         """
         out: Dict[int, int] = {}
         if self._bpf is None:
             return out
+        tids = [int(t) for t in tids]
+        if self._thread_states is not None:
+            known = self._thread_states.states(tids)
+            out = self._thread_states.blocked_since([t for t, c in known.items() if c != "R"])
+            tids = [t for t in tids if t not in known]
         table = self._bpf["offcpu_since"]
         for tid in tids:
             try:
@@ -195,6 +247,13 @@ class OffCpuCollector(Collector):
             builder.add(stack, (now - start,), pid, tid, slot_ts)
 
     def stop(self) -> None:
+        if self._thread_states is not None:
+            from hostprof.native import _threadstate
+
+            # Samplers fall back to /proc from their next instant; those that took the table
+            # keep it mapped (stale, marked so) until they are freed.
+            _threadstate.withdraw(self._thread_states)
+            self._thread_states = None
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None

@@ -2,9 +2,12 @@
 
 from typing import Dict
 from typing import List
+from typing import Optional
 from typing import Tuple
 
 import numpy as np
+
+from hostprof.native._threadstate import ThreadStates
 
 GC_KEY: int
 ERR_GONE: int
@@ -27,6 +30,7 @@ class Reader:
     def read_os_state(self) -> bool: ...
     @read_os_state.setter
     def read_os_state(self, value: bool) -> None: ...
+    def set_thread_states(self, states: Optional[ThreadStates]) -> None: ...
     def read(self, addr: int, size: int) -> bytes: ...
     def sample(self) -> Dict[str, np.ndarray]: ...
     def sample_rows(self) -> List[Tuple[int, int, int, str, int, List[int]]]: ...

@@ -8,6 +8,7 @@ reader's lock and returns numpy columns.
 
 from libc.stdint cimport int64_t
 from libc.stdint cimport uint64_t
+from libc.stdint cimport uintptr_t
 from libc.stdlib cimport free
 from libc.stdlib cimport malloc
 from libc.string cimport memcpy
@@ -30,6 +31,7 @@ from pyreader cimport hp_reader
 from pyreader cimport hp_reader_free
 from pyreader cimport hp_reader_init
 from pyreader cimport hp_reader_lock
+from pyreader cimport hp_reader_set_threadstate
 from pyreader cimport hp_reader_unlock
 from pyreader cimport hp_sample
 from pyreader cimport hp_sample_buf
@@ -133,8 +135,10 @@ cdef class Reader:
 
     cdef hp_reader *_r
     cdef bint _running
+    cdef list _thread_states
 
     def __cinit__(self, int pid, uint64_t runtime_addr, dict offsets, int max_depth=4096):
+        self._thread_states = []
         cdef hp_py_offsets off
         hp_offsets_clear(&off)
         for name, value in offsets.items():
@@ -178,6 +182,23 @@ cdef class Reader:
     @read_os_state.setter
     def read_os_state(self, value):
         self._get().read_os_state = 1 if value else 0
+
+    def set_thread_states(self, states):
+        """Takes thread states from sched_switch data instead of /proc where it can.
+
+        Args:
+            states: a :class:`hostprof.native._threadstate.ThreadStates` (the offcpu
+                collector's mapped table), or None for /proc only. Safe while :meth:`run`
+                runs. Every table ever set stays referenced (mapped) until the reader is
+                freed, because the loop may still be reading one it picked up earlier.
+        """
+        cdef hp_reader *r = self._get()
+        if states is None:
+            hp_reader_set_threadstate(r, NULL)
+            return
+        if not any(s is states for s in self._thread_states):
+            self._thread_states.append(states)
+        hp_reader_set_threadstate(r, <void *><uintptr_t>states.address)
 
     def read(self, uint64_t addr, Py_ssize_t size):
         """Reads ``size`` bytes of target memory at ``addr`` (no caching)."""
@@ -291,7 +312,8 @@ cdef class Reader:
     def stats(self):
         """Counters: ticks, samples, torn_retries, torn_dropped, late, reads, errors, busy_ns,
         stale_codes,
-        paused_ns, bytes_read, os_reads."""
+        paused_ns, bytes_read, os_reads (/proc reads), state_hits (thread states taken from
+        sched_switch data), state_seeds (/proc reads stored into that table)."""
         cdef hp_reader *r = self._get()
         with nogil:
             hp_reader_lock(r)
@@ -302,6 +324,7 @@ cdef class Reader:
                 "torn_dropped": s.torn_dropped, "late": s.late, "reads": s.reads,
                 "errors": s.errors, "busy_ns": s.busy_ns, "stale_codes": s.stale_codes,
                 "paused_ns": s.paused_ns, "bytes_read": s.bytes_read, "os_reads": s.os_reads,
+                "state_hits": s.state_hits, "state_seeds": s.state_seeds,
             }
         finally:
             hp_reader_unlock(r)

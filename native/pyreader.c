@@ -867,6 +867,9 @@ static int sample_threads(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns
     read_gil_holder(r, &holder);
     if (o->interp_gc_collecting >= 0)
         cread_i32(r, r->interp_addr + o->interp_gc_collecting, &gc_collecting);
+    /* Thread states from sched_switch: the loop only (dump reads the full /proc state). */
+    hp_threadstate *ts = r->fast_os_state
+        ? __atomic_load_n(&r->threadstate, __ATOMIC_ACQUIRE) : NULL;
     int n_threads = 0;
     while (tstate && n_threads < MAX_THREADS) {
         uint64_t next = 0, frame = 0, thread_id = 0;
@@ -908,13 +911,27 @@ static int sample_threads(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns
         /* In the loop, the GIL holder is running Python code: skip its OS-state read. */
         if (r->fast_os_state && (flags & HP_FLAG_GIL)) state = 'R';
         else if (r->read_os_state && tid > 0) {
-            uint64_t sig = 0;
-            if (r->fast_os_state && depth > 0) {
-                sig = r->leaf_sig ^ mix64(tstate);
-                for (int i = 0; i < depth; i++) sig = mix64(sig ^ r->scratch[i]);
-                sig |= 1;  /* 0 means "no signature" */
+            /* sched_switch data, when the offcpu collector runs: one load, no syscall. */
+            uint64_t seen = 0;
+            char known = ts ? hp_threadstate_get(ts, (int32_t)tid, &seen) : 0;
+            if (known) {
+                state = known;
+                r->stats.state_hits++;
+            } else {
+                uint64_t sig = 0, reads0 = r->stats.os_reads;
+                if (r->fast_os_state && depth > 0) {
+                    sig = r->leaf_sig ^ mix64(tstate);
+                    for (int i = 0; i < depth; i++) sig = mix64(sig ^ r->scratch[i]);
+                    sig |= 1;  /* 0 means "no signature" */
+                }
+                state = os_state(r, (int32_t)tid, sig);
+                /* A fresh /proc read of a thread the table does not know (blocked since
+                 * before the collector attached, or a colliding slot): store it, unless the
+                 * kernel wrote the slot since `seen` was read. */
+                if (ts && r->stats.os_reads != reads0 && (state == 'R' || state == 'S') &&
+                    hp_threadstate_seed(ts, (int32_t)tid, seen, state, timestamp_ns))
+                    r->stats.state_seeds++;
             }
-            state = os_state(r, (int32_t)tid, sig);
         }
         if (state != 'R' && state != '?') flags |= HP_FLAG_IDLE;
         /* The collector runs in the GIL holder. Without a GIL (free-threaded builds) the
@@ -937,6 +954,10 @@ static int sample_threads(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns
         tstate = next;
     }
     return n_threads;
+}
+
+void hp_reader_set_threadstate(hp_reader *r, hp_threadstate *t) {
+    __atomic_store_n(&r->threadstate, t, __ATOMIC_RELEASE);
 }
 
 int hp_sample_once(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns) {

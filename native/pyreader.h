@@ -21,6 +21,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "threadstate.h"
+
 #define HP_FLAG_GIL 1
 #define HP_FLAG_GC 2
 #define HP_FLAG_IDLE 4
@@ -139,6 +141,8 @@ typedef struct {
     uint64_t paused_ns;      /* time the target was stopped (--blocking only) */
     uint64_t bytes_read;     /* bytes transferred by process_vm_readv */
     uint64_t os_reads;       /* /proc/PID/task/TID/{stat,wchan} reads */
+    uint64_t state_hits;     /* thread states taken from sched_switch data (threadstate.h) */
+    uint64_t state_seeds;    /* /proc reads stored into that table for later ticks */
 } hp_stats;
 
 /* Slots of the per-instant read cache (1 KiB lines; at most IOV_MAX, one prefetch iovec each). */
@@ -200,6 +204,8 @@ typedef struct {
     uint64_t leaf_sig;        /* walk_thread: leaf frame address and instruction offset, mixed */
     /* code-object validation: the [lo, lo + len) span holding name/filename/linetable */
     int64_t code_span_lo, code_span_len;
+    /* sched_switch thread states (offcpu collector), or NULL: /proc only. Not owned. */
+    hp_threadstate *threadstate;
 } hp_reader;
 
 /* Sets one offsets field by name (as in pyreader.h); returns 0, or -1 for an unknown name. */
@@ -216,6 +222,11 @@ void hp_reader_unlock(hp_reader *r);
 int hp_reader_init(hp_reader *r, pid_t pid, uint64_t runtime_addr, const hp_py_offsets *off,
                    int max_depth);
 void hp_reader_free(hp_reader *r);
+
+/* Makes the sampling loop take thread states from t (NULL: /proc only), with a /proc read
+ * only for threads t does not know. t must stay mapped as long as the reader may run. Safe
+ * while the loop runs (it picks t up at its next instant). */
+void hp_reader_set_threadstate(hp_reader *r, hp_threadstate *t);
 
 /* Reads target memory directly (no cache). Returns HP_OK or a negative HP_ERR_*. */
 int hp_read(hp_reader *r, uint64_t addr, void *buf, size_t n);

@@ -56,6 +56,8 @@ cdef extern from "pyreader.h" nogil:
         uint64_t paused_ns
         uint64_t bytes_read
         uint64_t os_reads
+        uint64_t state_hits
+        uint64_t state_seeds
 
     ctypedef struct hp_reader:
         int pid
@@ -81,6 +83,7 @@ cdef extern from "pyreader.h" nogil:
     int hp_read(hp_reader *r, uint64_t addr, void *buf, size_t n) noexcept
     int hp_sample_once(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns) noexcept
     int hp_sample_loop(hp_reader *r, int64_t interval_ns) noexcept
+    void hp_reader_set_threadstate(hp_reader *r, void *t) noexcept
     int32_t hp_code_line(const hp_reader *r, const hp_code *c, int64_t byte_offset) noexcept
     void hp_buf_init(hp_sample_buf *b) noexcept
     void hp_buf_free(hp_sample_buf *b) noexcept
