@@ -8,7 +8,8 @@ runs the native sampling loop (:meth:`hostprof.native._sampler.Reader.run`, GIL 
 * each sample keeps its OS thread id and CLOCK_MONOTONIC timestamp, so eBPF samples can be
   joined to Python stacks by (tid, nearest timestamp);
 * flags say whether the thread held the GIL, was inside the cyclic GC (the stack then ends in
-  a synthetic ``<gc>`` frame) or was idle (not running, from /proc/PID/task/TID/stat);
+  a synthetic ``<gc>`` frame) or was idle (blocked: from the offcpu collector's sched_switch
+  table when one runs in this process, else from /proc/PID/task/TID/wchan);
 * values are ``samples:count``, ``cpu:nanoseconds`` (one period when running, 0 when idle)
   and ``wall:nanoseconds`` (one period).
 """
@@ -36,6 +37,7 @@ from hostprof.model import SAMPLES
 from hostprof.model import WALL_NS
 from hostprof.model import Frame
 from hostprof.model import SampleType
+from hostprof.native import _threadstate
 from hostprof.native.pyprocess import PyProcess
 from hostprof.native.pyprocess import attach
 
@@ -103,8 +105,13 @@ class PythonCollector(Collector):
         gil_only: bool = False,
         subprocesses: bool = False,
         blocking: bool = False,
+        thread_states: bool = True,
     ) -> None:
         self.rate = float(rate)
+        # Idle state from a running offcpu collector's sched_switch table (no /proc read per
+        # thread per tick); False: always /proc.
+        self.use_thread_states = thread_states
+        self._thread_states: Optional[_threadstate.ThreadStates] = None
         self.blocking = blocking
         self.interval_ns = int(1e9 / self.rate)
         self.idle = idle
@@ -130,7 +137,9 @@ class PythonCollector(Collector):
 
         Options: ``rate`` (Hz, default 100), ``idle`` (keep samples of idle threads),
         ``gil_only`` (keep only the GIL holder), ``subprocesses`` (follow Python children),
-        ``blocking`` (ptrace-stop the target while reading: opt-in), ``max_depth``.
+        ``blocking`` (ptrace-stop the target while reading: opt-in), ``max_depth``,
+        ``thread_states`` (idle state from a running offcpu collector's sched_switch table;
+        default True, False: always /proc).
 
         Raises:
             HostprofError: a pid cannot be profiled (gone, not Python, no permission...).
@@ -153,6 +162,7 @@ class PythonCollector(Collector):
             gil_only=bool(options.get("gil_only", False)),
             subprocesses=bool(options.get("subprocesses", False)),
             blocking=bool(options.get("blocking", False)),
+            thread_states=bool(options.get("thread_states", True)),
         )
 
     def start(self) -> None:
@@ -160,6 +170,7 @@ class PythonCollector(Collector):
         self._started = True
         self._start_time = time.monotonic()
         self._cpu_start = _thread_cpu_total()
+        self._sync_thread_states()
         for t in self.targets.values():
             t.start()
 
@@ -186,6 +197,8 @@ class PythonCollector(Collector):
 
     def _add_target(self, proc: PyProcess) -> _Target:
         proc.reader.blocking = self.blocking
+        if self._thread_states is not None:
+            proc.reader.set_thread_states(self._thread_states)
         target = _Target(proc, self.interval_ns)
         self.targets[proc.pid] = target
         return target
@@ -193,6 +206,7 @@ class PythonCollector(Collector):
     # ------------------------------------------------------------------------ drain
     def drain(self) -> RawBatch:
         """Everything sampled since the last drain, as one batch."""
+        self._sync_thread_states()
         if self.subprocesses:
             self._follow_children()
         batches = [self._drain_one(t) for t in list(self.targets.values())]
@@ -248,6 +262,16 @@ class PythonCollector(Collector):
             late=int(late),
         )
 
+    def _sync_thread_states(self) -> None:
+        """Hands the live sched_switch thread-state table (an offcpu collector started or
+        stopped in this process) to every sampling loop; they read /proc without one."""
+        ts = _threadstate.current() if self.use_thread_states else None
+        if ts is self._thread_states:
+            return
+        self._thread_states = ts
+        for t in self.targets.values():
+            t.proc.reader.set_thread_states(ts)
+
     def _follow_children(self) -> None:
         import psutil
 
@@ -277,8 +301,11 @@ class PythonCollector(Collector):
     def stats(self) -> Dict[str, float]:
         """samples, ticks, achieved rate (Hz), sampling efficiency, torn/late counts, CPU."""
         ticks = samples = torn = dropped = late = errors = busy = paused = 0
+        os_reads = state_hits = 0
         for t in self.targets.values():
             s = t.proc.reader.stats()
+            os_reads += s["os_reads"]
+            state_hits += s["state_hits"]
             ticks += s["ticks"]
             samples += s["samples"]
             torn += s["torn_retries"]
@@ -302,6 +329,8 @@ class PythonCollector(Collector):
             "paused_seconds": paused / 1e9,
             "targets": float(len(self.targets)),
             "exited": float(len(self.exited)),
+            "os_reads": float(os_reads),
+            "state_hits": float(state_hits),
         }
 
     # ------------------------------------------------------------------- lookups
