@@ -16,12 +16,11 @@ import dataclasses
 import os
 import re
 import struct
+from typing import TYPE_CHECKING
 from typing import Dict
 from typing import List
 from typing import Optional
 from typing import Tuple
-
-import numpy as np
 
 from hostprof._errors import PermissionDeniedError
 from hostprof._errors import ProcessGoneError
@@ -40,6 +39,12 @@ from hostprof.native._sampler import ReadError
 from hostprof.procmaps import Mapping
 from hostprof.procmaps import open_mapped_file
 from hostprof.procmaps import read_maps
+
+if TYPE_CHECKING:
+    import numpy as np
+
+SampleRow = Tuple[int, int, int, str, int, List[int]]
+"""One thread of ``Reader.sample_rows()``: (tid, thread_id, flags, os_state, tstate, keys)."""
 
 _PYTHON_NAME = re.compile(r"^(?:lib)?python(\d)\.(\d+)")
 
@@ -213,48 +218,53 @@ class PyProcess:
 
     def frames_for(self, keys: np.ndarray) -> Tuple[List[Frame], np.ndarray]:
         """(local frame table, local ids) for an array of frame keys; one Frame per unique key."""
+        import numpy as np  # not at module load: `dump` never needs it
+
         uniq, inverse = np.unique(keys, return_inverse=True)
         table = [self.frame(int(k)) for k in uniq.tolist()]
         return table, inverse.reshape(-1).astype(np.uint32)
 
     # ---------------------------------------------------------------------- threads
-    def thread_names(self, tids: Optional[List[int]] = None) -> Dict[int, str]:
-        """Thread names by tid: from ``threading`` where readable, else the OS name."""
+    def thread_names(
+        self, tids: Optional[List[int]] = None, rows: Optional[List[SampleRow]] = None
+    ) -> Dict[int, str]:
+        """Thread names by tid: from ``threading`` where readable, else the OS name.
+
+        Args:
+            tids: the threads wanted; names are looked up again only when one is new.
+            rows: an instant just read with ``reader.sample_rows()`` (saves a second read).
+        """
         from hostprof.native.pythreads import thread_names
 
         wanted = set(tids or [])
         if wanted - set(self._names) or not wanted:
-            self._names.update(thread_names(self))
+            self._names.update(thread_names(self, rows))
         return dict(self._names)
 
     def stacks(self, locals: bool = False) -> List[ThreadStack]:
         """Every thread's stack now (one sample, no pause); with ``locals``, also each
         frame's local variables (a slower second read, see :mod:`hostprof.native.pylocals`)."""
         try:
-            cols = self.reader.sample()
+            rows = self.reader.sample_rows()
         except ReadError as exc:
             raise self._read_error(exc) from None
-        names = self.thread_names(cols["tid"].tolist())
+        names = self.thread_names([row[0] for row in rows], rows)
         out = []
-        offsets = cols["offsets"]
-        for i in range(len(cols["tid"])):
-            keys = cols["keys"][offsets[i] : offsets[i + 1]]
-            frames = [self.frame(int(k)) for k in keys.tolist()]
-            tid = int(cols["tid"][i])
-            flags = int(cols["flags"][i])
+        for tid, thread_id, flags, os_state, tstate, keys in rows:
+            frames = [self.frame(k) for k in keys]
             out.append(
                 ThreadStack(
                     tid=tid,
-                    thread_id=int(cols["thread_id"][i]),
+                    thread_id=thread_id,
                     name=names.get(tid, ""),
                     frames=frames,
                     holds_gil=bool(flags & 1),
                     in_gc=bool(flags & 2),
-                    os_state=OS_STATES.get(chr(cols["os_state"][i]), "unknown"),
+                    os_state=OS_STATES.get(os_state, "unknown"),
                 )
             )
             if locals:
-                out[-1].locals = self._locals(int(cols["tstate"][i]), frames)
+                out[-1].locals = self._locals(tstate, frames)
         return out
 
     def _locals(self, tstate: int, frames: List[Frame]) -> Optional[List[Dict[str, str]]]:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 from typing import Dict
+from typing import List
+from typing import Optional
 
 if TYPE_CHECKING:
     from hostprof.native.pyprocess import PyProcess
+    from hostprof.native.pyprocess import SampleRow
 
 
 def os_thread_names(pid: int) -> Dict[int, str]:
@@ -32,8 +35,14 @@ def os_thread_names(pid: int) -> Dict[int, str]:
     return out
 
 
-def thread_names(proc: PyProcess) -> Dict[int, str]:
-    """tid -> best known thread name for every thread of ``proc``."""
+def thread_names(proc: PyProcess, rows: Optional[List[SampleRow]] = None) -> Dict[int, str]:
+    """tid -> best known thread name for every thread of ``proc``.
+
+    Args:
+        proc: the attached process.
+        rows: an instant read with ``reader.sample_rows()``, to map thread idents to tids
+            without reading the target again.
+    """
     names = os_thread_names(proc.pid)
     # Python never copies the main thread's name to the OS (its comm stays the program's):
     # threading's default is the best answer until _active says otherwise.
@@ -47,8 +56,10 @@ def thread_names(proc: PyProcess) -> Dict[int, str]:
         by_ident = {}
     if by_ident:
         try:
-            cols = proc.reader.sample()
-            for tid, ident in zip(cols["tid"].tolist(), cols["thread_id"].tolist()):
+            if rows is None:
+                rows = proc.reader.sample_rows()
+            for row in rows:
+                tid, ident = row[0], row[1]
                 if ident in by_ident:
                     names[tid] = by_ident[ident]
         except Exception:

@@ -2,16 +2,19 @@
 
 Each subcommand lives in its own module as one ``<Name>Command`` class whose docstring is its
 help text. The list below is explicit on purpose: importing a module never registers anything.
+
+Start-up time matters for one-shot commands (``hostprof dump`` is what an incident responder
+types while a process misbehaves), so this module imports argparse, inspect and traceback only
+when it needs them, and a command may take a plain command line without argparse at all
+(:meth:`Command.parse_fast`).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import inspect
 import os
 import sys
-import traceback
+from typing import TYPE_CHECKING
 from typing import List
 from typing import Optional
 from typing import Sequence
@@ -21,6 +24,9 @@ from hostprof._errors import EXIT_INTERNAL
 from hostprof._errors import EXIT_USAGE
 from hostprof._errors import HostprofError
 from hostprof.cli._common import Command
+
+if TYPE_CHECKING:
+    import argparse
 
 COMMANDS: List[Tuple[str, str]] = [
     ("record", "hostprof.cli.record:RecordCommand"),
@@ -65,17 +71,6 @@ def load_command(name: str) -> Command:
     return getattr(importlib.import_module(module), cls)()
 
 
-class _VersionAction(argparse.Action):
-    """``--version``, looked up only when asked for (importlib.metadata is slow to import)."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
-        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
-        print(f"hostprof {_version()}")
-        parser.exit()
-
-
 def _wanted_command(argv: Sequence[str]) -> Optional[str]:
     """The subcommand named on a command line, if any (the first non-option word)."""
     names = dict(COMMANDS)
@@ -94,6 +89,19 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         only: build just this subcommand's parser (the others are listed without importing
             them); None builds every subcommand, as top-level --help needs their summaries.
     """
+    import argparse
+    import inspect
+
+    class _VersionAction(argparse.Action):
+        """``--version``, looked up only when asked for (importlib.metadata is slow)."""
+
+        def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+            super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+        def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+            print(f"hostprof {_version()}")
+            parser.exit()
+
     parser = argparse.ArgumentParser(
         prog="hostprof",
         description=_DESCRIPTION,
@@ -136,19 +144,36 @@ def _version() -> str:
         return "unknown"
 
 
+def _fast_path(argv: Sequence[str]) -> Optional[Tuple[Command, object]]:
+    """(command, args) when the command line is one a command parses without argparse."""
+    if not argv or argv[0] not in dict(COMMANDS):
+        return None
+    command = load_command(argv[0])
+    args = command.parse_fast(argv[1:])
+    return None if args is None else (command, args)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the CLI; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_wanted_command(argv))
-    args = parser.parse_args(argv)
-    if not getattr(args, "_command", None):
-        parser.print_help()
-        return EXIT_USAGE
-    debug = args.debug or os.environ.get("HOSTPROF_DEBUG") == "1"
+    fast = _fast_path(argv)
+    parser: Optional[argparse.ArgumentParser] = None
+    if fast is not None:
+        command, args = fast
+    else:
+        parser = build_parser(_wanted_command(argv))
+        args = parser.parse_args(argv)
+        command = getattr(args, "_command", None)
+        if not command:
+            parser.print_help()
+            return EXIT_USAGE
+    debug = getattr(args, "debug", False) or os.environ.get("HOSTPROF_DEBUG") == "1"
     try:
-        return int(args._command.run(args, parser) or 0)
+        return int(command.run(args, parser) or 0)  # type: ignore[arg-type]
     except HostprofError as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         print(f"hostprof: error: {exc.message}", file=sys.stderr)
         if exc.hint:
@@ -160,6 +185,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     except Exception as exc:  # a bug: one line unless --debug
         if debug:
+            import traceback
+
             traceback.print_exc()
         print(f"hostprof: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         print("hint: rerun with --debug for a traceback and report it", file=sys.stderr)

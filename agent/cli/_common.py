@@ -1,13 +1,22 @@
-"""Shared pieces of the subcommands: the Command protocol and common options."""
+"""Shared pieces of the subcommands: the Command protocol and common options.
+
+argparse is imported only by the functions that build parsers: a command that parses its
+command line with :meth:`Command.parse_fast` never loads it.
+"""
 
 from __future__ import annotations
 
-import argparse
 import os
+from typing import TYPE_CHECKING
+from typing import Any
 from typing import Optional
+from typing import Sequence
 
 from hostprof._errors import ProcessGoneError
 from hostprof._errors import UsageError
+
+if TYPE_CHECKING:
+    import argparse
 
 
 class Command:
@@ -16,8 +25,20 @@ class Command:
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
         """Adds this command's options."""
 
-    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        """Runs the command; returns the exit code. Raises HostprofError on user errors."""
+    def parse_fast(self, argv: Sequence[str]) -> Optional[Any]:
+        """Parses a plain command line without argparse, or returns None to use argparse.
+
+        For commands where start-up time is the point (``dump``). The result must carry the
+        same attributes argparse would set (``debug`` included); anything unusual (``--help``,
+        a malformed value, an unknown option) must return None, so argparse reports it.
+        """
+        return None
+
+    def run(self, args: argparse.Namespace, parser: Optional[argparse.ArgumentParser]) -> int:
+        """Runs the command; returns the exit code. Raises HostprofError on user errors.
+
+        ``parser`` is None when the command line came through :meth:`parse_fast`.
+        """
         raise NotImplementedError
 
 
@@ -41,6 +62,8 @@ def check_pid(pid: Optional[int]) -> int:
 
 def positive_float(text: str) -> float:
     """argparse type: a float > 0."""
+    import argparse
+
     try:
         value = float(text)
     except ValueError:

@@ -1,22 +1,37 @@
-"""The `hostprof dump` subcommand: every thread's Python stack of a live process, now."""
+"""The `hostprof dump` subcommand: every thread's Python stack of a live process, now.
+
+It is run by hand while something misbehaves, so its start-up is kept short: the usual
+command lines are parsed without argparse (:meth:`DumpCommand.parse_fast`), and nothing here
+imports numpy, json (unless ``--json``) or the sampling loop's machinery. ``HOSTPROF_DEBUG_IMPORTS``
+set to a file name makes the command write the modules it loaded there, one per line (the
+tests check that numpy is not among them).
+"""
 
 from __future__ import annotations
 
-import argparse
-import json
+import os
 import sys
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import Dict
 from typing import List
 from typing import Optional
+from typing import Sequence
 
 from hostprof.cli._common import Command
 from hostprof.cli._common import add_pid_option
 from hostprof.cli._common import check_pid
-from hostprof.model import Frame
-from hostprof.native.pyprocess import PyProcess
-from hostprof.native.pyprocess import ThreadStack
 from hostprof.native.pyprocess import attach
+
+if TYPE_CHECKING:
+    import argparse
+
+    from hostprof.model import Frame
+    from hostprof.native.pyprocess import PyProcess
+    from hostprof.native.pyprocess import ThreadStack
+
+_FLAGS = {"--json": "json", "--locals": "locals", "--debug": "debug"}
 
 
 class DumpCommand(Command):
@@ -41,18 +56,42 @@ class DumpCommand(Command):
             help="also show each frame's local variables (summarised, never executed)",
         )
 
-    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    def parse_fast(self, argv: Sequence[str]) -> Optional[SimpleNamespace]:
+        """``--pid N`` / ``-p N`` / ``--pid=N`` with ``--json``, ``--locals``, ``--debug``;
+        anything else goes to argparse (help, errors, abbreviations)."""
+        args = SimpleNamespace(pid=None, json=False, locals=False, debug=False)
+        words = list(argv)
+        while words:
+            word = words.pop(0)
+            if word in _FLAGS:
+                setattr(args, _FLAGS[word], True)
+                continue
+            if word in ("-p", "--pid") and words:
+                value = words.pop(0)
+            elif word.startswith("--pid="):
+                value = word[len("--pid=") :]
+            else:
+                return None
+            if not value.isdigit() or args.pid is not None:
+                return None
+            args.pid = int(value)
+        return args if args.pid is not None else None
+
+    def run(self, args: argparse.Namespace, parser: Optional[argparse.ArgumentParser]) -> int:
         pid = check_pid(args.pid)
         proc = attach(pid)
         try:
             stacks = proc.stacks(locals=args.locals)
             if args.json:
+                import json
+
                 json.dump(to_json(proc, stacks), sys.stdout, indent=2)
                 sys.stdout.write("\n")
             else:
                 sys.stdout.write(to_text(proc, stacks, args.locals))
         finally:
             proc.close()
+            _write_loaded_modules()
         return 0
 
 
@@ -110,3 +149,12 @@ def to_text(proc: PyProcess, stacks: List[ThreadStack], show_locals: bool = Fals
         if show_locals and s.frames and s.locals is None:
             lines.append("    (locals unavailable: the stack moved while being read)")
     return "\n".join(lines) + "\n"
+
+
+def _write_loaded_modules() -> None:
+    """With ``HOSTPROF_DEBUG_IMPORTS=FILE``, writes the names of the loaded modules to FILE
+    (a debugging aid for start-up time, and how the tests see what dump imported)."""
+    path = os.environ.get("HOSTPROF_DEBUG_IMPORTS")
+    if path:
+        with open(path, "w") as f:
+            f.write("\n".join(sorted(sys.modules)) + "\n")
