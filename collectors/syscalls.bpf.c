@@ -4,16 +4,29 @@
  *   sys_exit adds the latency to an in-kernel aggregate keyed by (pid, tid, nr, time slot) and
  *   to a log2 latency histogram per syscall. Nothing is sent per event: user space drains the
  *   aggregates.
- * Required kernel: raw tracepoints (4.17+), LRU hash maps, batched lookup-and-delete (5.6+).
- * Overhead: every traced syscall runs two raw-tracepoint programs. The entry time lives in a
- *   per-CPU slot (an inlined array lookup, no hash) for the thread running on that CPU. A
- *   thread can only leave its CPU inside a syscall through sched_switch, so a third program on
- *   sched:sched_switch parks the slot of a thread that blocks (or is preempted) mid-syscall in
- *   a per-thread LRU hash, and sys_exit finds it there. The common, non-blocking syscall thus
- *   costs two clock reads, two array lookups and one hash lookup (the aggregate), with no
- *   map update and no atomics; a context switch costs one array lookup (plus one hash update
- *   when the thread leaving is inside a traced syscall). The histogram is a per-CPU array.
- *   Measured numbers: docs/ebpf.md (benchmarks/ebpf_overhead.py).
+ * Required kernel: raw tracepoints (4.17+), LRU hash maps, batched lookup-and-delete (5.6+),
+ *   BPF_PROG_TEST_RUN of raw tracepoint programs on a chosen CPU (5.10+) for the drain.
+ * Overhead: every traced syscall runs two raw-tracepoint programs, and everything they touch
+ *   in the common case is one per-CPU record (an inlined array access, no hash, no atomics):
+ *   - the call in progress of the thread running on that CPU (entry time, nr). A thread can
+ *     only leave its CPU inside a syscall through sched_switch, so a third program on
+ *     sched_switch parks the call of a thread that blocks or is preempted mid-syscall in a
+ *     per-thread LRU hash (`parked`), and sys_exit finds it there;
+ *   - a pending run: consecutive calls with the same key (pid, tid, nr, ustack, slot) are
+ *     summed in place, and the run is added to the aggregate hash only when the key changes.
+ *     A loop of one syscall thus touches the hash once per time slot instead of per call.
+ *   The histogram is a per-CPU array. Measured numbers: docs/ebpf.md.
+ * Drain protocol (collectors/syscalls.py), so that no call is lost or counted twice:
+ *   - runs are added to one of two aggregate maps, `counts_a` or `counts_b`, chosen by
+ *     `active`; user space drains only the other one, which no program writes to;
+ *   - every change to a CPU's run happens between `busy = 1` and `busy = 0` on that CPU;
+ *   - `hp_flush` (never attached; user space runs it on a given CPU with BPF_PROG_TEST_RUN,
+ *     an IPI) adds that CPU's run to the active map, or returns 1 if it interrupted a
+ *     program in the middle of a change (user space retries);
+ *   - a drain: run hp_flush on every CPU (pending runs go to the active map), switch `active`,
+ *     run hp_flush on every CPU again (it succeeds only once no program on that CPU is still
+ *     inside a change begun before the switch, so nothing writes the old map any more), then
+ *     take everything out of the old map.
  * Options (-D): HP_USER_STACKS (also key by the user stack at entry), HP_STACK_ENTRIES,
  *   HP_COUNT_ENTRIES, HP_THREADS (size of the parked-thread table), hostprof.bpf.h ones.
  */
@@ -31,8 +44,13 @@
 /* Histogram rows: syscall numbers at or above the last row share it (x32 and unknown). */
 #define HP_HIST_ROWS 512
 
+/* Keeps the compiler from moving memory accesses across it (the JIT and x86 keep the order
+ * as seen by an interrupt on the same CPU). */
+#define HP_BARRIER() asm volatile("" ::: "memory")
+
+/* A call in progress, parked while its thread is off the CPU. */
 struct hp_sys_start {
-  u64 ts; /* 0: the slot is free */
+  u64 ts;
   u32 tid;
   u32 nr;
   s32 ustack;
@@ -52,15 +70,29 @@ struct hp_sys_val {
   u64 total_ns;
 };
 
+/* Per CPU: the call in progress of the running thread, and the pending run. */
+struct hp_sys_cpu {
+  u64 ts; /* entry time of the call in progress; 0: none */
+  u32 tid;
+  u32 nr;
+  s32 ustack;
+  u32 busy; /* 1 while the run below is being changed */
+  struct hp_sys_key key; /* the run's key */
+  u64 count;             /* calls in the run; 0: no run */
+  u64 total_ns;
+};
+
 struct hp_hist_row {
   u64 bucket[64];
 };
 
-/* The syscall in progress of the thread running on each CPU. */
-BPF_PERCPU_ARRAY(current_call, struct hp_sys_start, 1);
+BPF_PERCPU_ARRAY(cpu_state, struct hp_sys_cpu, 1);
 /* Syscalls in progress of threads that left their CPU mid-syscall, by tid. */
 BPF_TABLE("lru_hash", u32, struct hp_sys_start, parked, HP_THREADS);
-BPF_HASH(counts, struct hp_sys_key, struct hp_sys_val, HP_COUNT_ENTRIES);
+BPF_HASH(counts_a, struct hp_sys_key, struct hp_sys_val, HP_COUNT_ENTRIES);
+BPF_HASH(counts_b, struct hp_sys_key, struct hp_sys_val, HP_COUNT_ENTRIES);
+/* Which aggregate map runs are added to: 0 = counts_a, 1 = counts_b. */
+BPF_ARRAY(active, u32, 1);
 /* Per-CPU: the histogram is shared by all threads, and per-CPU rows need no atomics. It is
  * cumulative: user space reads the rows of the syscalls each drain saw. */
 BPF_PERCPU_ARRAY(hist, struct hp_hist_row, HP_HIST_ROWS);
@@ -68,35 +100,71 @@ BPF_PERCPU_ARRAY(hist, struct hp_hist_row, HP_HIST_ROWS);
 BPF_STACK_TRACE(stacks, HP_STACK_ENTRIES);
 #endif
 
-RAW_TRACEPOINT_PROBE(sys_enter) {
-  u64 id = bpf_get_current_pid_tgid();
-  if (!hp_wanted(id >> 32))
-    return 0;
-  int zero = 0;
-  struct hp_sys_start *s = current_call.lookup(&zero);
-  if (!s)
-    return 0;
-#ifdef HP_USER_STACKS
-  s->ustack = hp_stack_result(stacks.get_stackid(ctx, BPF_F_USER_STACK));
-#else
-  s->ustack = -1;
-#endif
-  s->tid = (u32)id;
-  s->nr = (u32)ctx->args[1];
-  s->ts = bpf_ktime_get_ns();
-  return 0;
+/* Adds (c, t) to key k of an aggregate map. Runs of one thread can be flushed from two CPUs
+ * at once (it migrated), so the adds are atomic; a run is flushed once per key change, not
+ * per call. The zero insert makes concurrent first inserts safe. bcc rewrites map calls only
+ * outside macros, so the function is written out once per map. */
+HP_INLINE void hp_add_a(struct hp_sys_key *k, u64 c, u64 t) {
+  struct hp_sys_val *v = counts_a.lookup(k);
+  if (!v) {
+    struct hp_sys_val zero = {};
+    counts_a.insert(k, &zero);
+    v = counts_a.lookup(k);
+  }
+  if (!v) {
+    hp_count(HP_STAT_MAPFULL);
+    return;
+  }
+  __sync_fetch_and_add(&v->count, c);
+  __sync_fetch_and_add(&v->total_ns, t);
 }
 
-/* sched_switch runs while `current` is still the thread leaving the CPU. */
+HP_INLINE void hp_add_b(struct hp_sys_key *k, u64 c, u64 t) {
+  struct hp_sys_val *v = counts_b.lookup(k);
+  if (!v) {
+    struct hp_sys_val zero = {};
+    counts_b.insert(k, &zero);
+    v = counts_b.lookup(k);
+  }
+  if (!v) {
+    hp_count(HP_STAT_MAPFULL);
+    return;
+  }
+  __sync_fetch_and_add(&v->count, c);
+  __sync_fetch_and_add(&v->total_ns, t);
+}
+
+/* Moves a CPU's pending run into the active aggregate map. Call with s->busy set. */
+HP_INLINE void hp_flush_run(struct hp_sys_cpu *s) {
+  struct hp_sys_key key = s->key;
+  u64 c = s->count;
+  u64 t = s->total_ns;
+  int zero = 0;
+  u32 *a = active.lookup(&zero);
+  if (a && *a)
+    hp_add_b(&key, c, t);
+  else
+    hp_add_a(&key, c, t);
+  s->count = 0;
+  s->total_ns = 0;
+}
+
+/* sched_switch runs while `current` is still the thread leaving the CPU. The programs are
+ * defined (and attached by bcc) in this order so that parking is live before any slot fills. */
 RAW_TRACEPOINT_PROBE(sched_switch) {
   int zero = 0;
-  struct hp_sys_start *s = current_call.lookup(&zero);
+  struct hp_sys_cpu *s = cpu_state.lookup(&zero);
   if (!s || s->ts == 0)
     return 0;
   u32 tid = (u32)bpf_get_current_pid_tgid();
   if (s->tid != tid)
     return 0;
-  if (parked.update(&tid, s) != 0)
+  struct hp_sys_start p = {};
+  p.ts = s->ts;
+  p.tid = tid;
+  p.nr = s->nr;
+  p.ustack = s->ustack;
+  if (parked.update(&tid, &p) != 0)
     hp_count(HP_STAT_MAPFULL);
   s->ts = 0;
   return 0;
@@ -106,7 +174,7 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
   u64 id = bpf_get_current_pid_tgid();
   u32 tid = (u32)id;
   int zero = 0;
-  struct hp_sys_start *s = current_call.lookup(&zero);
+  struct hp_sys_cpu *s = cpu_state.lookup(&zero);
   if (!s)
     return 0;
   u64 ts;
@@ -132,27 +200,63 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     parked.delete(&tid);
   }
   u64 delta = bpf_ktime_get_ns() - ts;
-  struct hp_sys_key key = {};
-  key.pid = id >> 32;
-  key.tid = tid;
-  key.nr = nr;
-  key.ustack = ustack;
-  key.slot = hp_slot(ts);
-  /* Keys are per thread and a thread runs on one CPU at a time: plain adds are safe. */
-  struct hp_sys_val *v = counts.lookup(&key);
-  if (v) {
-    v->count += 1;
-    v->total_ns += delta;
+  u64 slot = hp_slot(ts);
+  u32 pid = id >> 32;
+  s->busy = 1;
+  HP_BARRIER();
+  if (s->count != 0 && s->key.tid == tid && s->key.pid == pid && s->key.nr == nr &&
+      s->key.slot == slot && s->key.ustack == ustack) {
+    s->count += 1;
+    s->total_ns += delta;
   } else {
-    struct hp_sys_val first = {};
-    first.count = 1;
-    first.total_ns = delta;
-    if (counts.insert(&key, &first) != 0)
-      hp_count(HP_STAT_MAPFULL);
+    if (s->count != 0)
+      hp_flush_run(s);
+    s->key.pid = pid;
+    s->key.tid = tid;
+    s->key.nr = nr;
+    s->key.ustack = ustack;
+    s->key.slot = slot;
+    s->count = 1;
+    s->total_ns = delta;
   }
+  HP_BARRIER();
+  s->busy = 0;
   u32 row = nr < HP_HIST_ROWS - 1 ? nr : HP_HIST_ROWS - 1;
   struct hp_hist_row *h = hist.lookup(&row);
   if (h)
     h->bucket[hp_log2(delta) & 63] += 1;
+  return 0;
+}
+
+RAW_TRACEPOINT_PROBE(sys_enter) {
+  u64 id = bpf_get_current_pid_tgid();
+  if (!hp_wanted(id >> 32))
+    return 0;
+  int zero = 0;
+  struct hp_sys_cpu *s = cpu_state.lookup(&zero);
+  if (!s)
+    return 0;
+#ifdef HP_USER_STACKS
+  s->ustack = hp_stack_result(stacks.get_stackid(ctx, BPF_F_USER_STACK));
+#else
+  s->ustack = -1;
+#endif
+  s->tid = (u32)id;
+  s->nr = (u32)ctx->args[1];
+  s->ts = bpf_ktime_get_ns();
+  return 0;
+}
+
+/* Run by user space on one CPU (BPF_PROG_TEST_RUN): moves that CPU's pending run into the
+ * active map. Returns 1, changing nothing, when it interrupted a change of the run. */
+int hp_flush(struct bpf_raw_tracepoint_args *ctx) {
+  int zero = 0;
+  struct hp_sys_cpu *s = cpu_state.lookup(&zero);
+  if (!s)
+    return 0;
+  if (s->busy)
+    return 1;
+  if (s->count != 0)
+    hp_flush_run(s);
   return 0;
 }

@@ -4,16 +4,24 @@
 latency histogram per syscall, so the traced program pays no per-event output. Each drained row
 becomes a sample whose leaf is a synthetic ``<syscall:NAME>`` frame; :mod:`hostprof.merge` puts
 the thread's Python stack above it.
+
+Consecutive calls with the same key are summed in a per-CPU pending run and reach the
+aggregate maps only when the key changes, so a drain first has every CPU flush its run (a
+never-attached program run on that CPU with ``BPF_PROG_TEST_RUN``) and then takes the
+aggregate map that the kernel no longer writes to. The protocol is described at the top of
+``syscalls.bpf.c``.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import time
 from pathlib import Path
 from typing import Any
 from typing import Dict
+from typing import List
 from typing import Optional
 from typing import Sequence
 from typing import Set
@@ -34,6 +42,56 @@ UNISTD_64 = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 _NR = re.compile(r"^#define __NR_(\w+)\s+(\d+)\s*$", re.M)
 HIST_ROWS = 512
 """Histogram rows in ``syscalls.bpf.c`` (``HP_HIST_ROWS``); the last row is shared."""
+FLUSH_ATTEMPTS = 10_000
+"""Times a drain retries a CPU whose run a program was changing (each retry is one IPI)."""
+
+_BPF_SYSCALL = 321  # x86-64 __NR_bpf
+_BPF_PROG_TEST_RUN = 10
+_BPF_F_TEST_RUN_ON_CPU = 1
+
+
+class _TestRunAttr(ctypes.Structure):
+    """The ``test`` member of ``union bpf_attr`` (uapi/linux/bpf.h) for BPF_PROG_TEST_RUN."""
+
+    _fields_ = [
+        ("prog_fd", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("data_in", ctypes.c_uint64),
+        ("data_out", ctypes.c_uint64),
+        ("repeat", ctypes.c_uint32),
+        ("duration", ctypes.c_uint32),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_uint64),
+        ("ctx_out", ctypes.c_uint64),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
+class _CpuRunner:
+    """Runs a loaded raw-tracepoint program once on a given CPU (BPF_PROG_TEST_RUN with
+    BPF_F_TEST_RUN_ON_CPU, Linux 5.10+); on another CPU than the caller's, the kernel runs it
+    from an IPI."""
+
+    def __init__(self, prog_fd: int) -> None:
+        self.prog_fd = prog_fd
+        self._libc = ctypes.CDLL(None, use_errno=True)
+
+    def run(self, cpu: int) -> int:
+        """The program's return value; raises OSError (ENXIO: the CPU is offline)."""
+        attr = _TestRunAttr(prog_fd=self.prog_fd, flags=_BPF_F_TEST_RUN_ON_CPU, cpu=cpu)
+        rc = self._libc.syscall(
+            _BPF_SYSCALL, _BPF_PROG_TEST_RUN, ctypes.byref(attr), ctypes.sizeof(attr)
+        )
+        if rc < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"BPF_PROG_TEST_RUN on CPU {cpu}: {os.strerror(err)}")
+        return int(attr.retval)
 
 
 def syscall_names(path: Path = UNISTD_64) -> Dict[int, str]:
@@ -73,6 +131,9 @@ class SyscallsCollector(Collector):
         self._reported: Dict[str, int] = {}
         self._stats: Dict[str, float] = {}
         self._frames: Dict[int, Any] = {}
+        self._flusher: Optional[_CpuRunner] = None
+        self._active = 0  # which aggregate map the kernel adds runs to: 0 = counts_a
+        self._cpus: List[int] = []
         self.histogram: Dict[str, np.ndarray] = {}
         """Cumulative log2 latency histogram per syscall name: counts of [2^i, 2^(i+1)) ns."""
 
@@ -91,6 +152,10 @@ class SyscallsCollector(Collector):
             self.pids,
         )
         self._stats["compile_s"] = compile_s
+        bcc = _kernel.import_bcc()
+        self._flusher = _CpuRunner(self._bpf.load_func("hp_flush", bcc.BPF.RAW_TRACEPOINT).fd)
+        self._cpus = bcc.utils.get_online_cpus()
+        self._active = 0
         if self.user_stacks:
             self._stacks = _ebpf.StackMap(self._bpf, "stacks", self.symbolizer)
 
@@ -114,7 +179,7 @@ class SyscallsCollector(Collector):
         t0 = time.process_time()
         if self.symbolizer is not None:
             self.symbolizer.new_epoch()
-        items = _ebpf.drain_map(self._bpf["counts"])
+        items = self._take_counts()
         builder = _ebpf.BatchBuilder(self.name, SAMPLE_TYPES)
         keep: Set[int] = {int(k.ustack) for k, _ in items}
         if self._stacks is not None:
@@ -140,6 +205,38 @@ class SyscallsCollector(Collector):
         )
         return batch
 
+    def _take_counts(self) -> List[Tuple[Any, Any]]:
+        """Every call counted so far, each exactly once (protocol: syscalls.bpf.c).
+
+        Pending runs are flushed into the active map, the kernel is switched to the other
+        map, and after a second flush on every CPU (which succeeds only once no program there
+        is still adding to the old map) the old map is taken out whole.
+        """
+        self._flush_cpus()
+        old = self._active
+        self._active = 1 - old
+        self._bpf["active"][ctypes.c_int(0)] = ctypes.c_uint32(self._active)
+        self._flush_cpus()
+        return _ebpf.drain_map(self._bpf["counts_b" if old else "counts_a"])
+
+    def _flush_cpus(self) -> None:
+        """Runs hp_flush on every online CPU until it reports that it was not interrupting a
+        change of that CPU's run."""
+        assert self._flusher is not None
+        for cpu in self._cpus:
+            for _ in range(FLUSH_ATTEMPTS):
+                try:
+                    busy = self._flusher.run(cpu)
+                except OSError:
+                    # Offline since start: its run stays pending until it is back online.
+                    self._stats["flush_offline"] = self._stats.get("flush_offline", 0) + 1
+                    break
+                if not busy:
+                    break
+                self._stats["flush_retries"] = self._stats.get("flush_retries", 0) + 1
+            else:
+                self._stats["flush_busy"] = self._stats.get("flush_busy", 0) + 1
+
     def _read_histogram(self, nrs: Set[int]) -> None:
         """Refreshes the histogram rows of the syscalls this drain saw.
 
@@ -161,6 +258,7 @@ class SyscallsCollector(Collector):
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
+            self._flusher = None
 
     def stats(self) -> Dict[str, float]:
         out = dict(self._stats)

@@ -8,6 +8,7 @@ from tests.conftest import require_bpf
 from tests.integration._ebpf import concat
 from tests.integration._ebpf import driven
 from tests.integration._ebpf import poll
+from tests.integration._ebpf import poll_until_ready
 from tests.integration._ebpf import python_functions
 
 # Three phases of 100 ms each, repeated: os.read in do_reads, os.write in do_writes, os.stat in
@@ -163,3 +164,121 @@ def test_blocking_syscalls_are_timed_across_context_switches() -> None:
     n, ns = calls[(reader, "<syscall:read>")]
     assert n == 20, calls
     assert abs(ns / 1e9 - truth["spent"]["read"]) <= 0.05 * truth["spent"]["read"], (ns, truth)
+
+
+def _per_thread(batches: list) -> dict:
+    """{(tid, syscall name): calls} over drained batches."""
+    out: dict = {}
+    for frames, values, _pid, tid in concat(batches):
+        key = (tid, frames[-1].function[len("<syscall:") : -1])
+        out[key] = out.get(key, 0) + values[0]
+    return out
+
+
+# A thread alternating os.read and os.write, hopping between CPUs every 997 iterations, while
+# the collector drains every few milliseconds: runs of one key end at every call, on both CPUs,
+# and drains land in the middle of them.
+ALTERNATING = """
+import json, os, sys, threading
+rfd = os.open("/dev/zero", os.O_RDONLY)
+wfd = os.open("/dev/null", os.O_WRONLY)
+cpus = sorted(os.sched_getaffinity(0))
+done = {"read": 0, "write": 0, "hops": 0}
+def work():
+    for i in range(60000):
+        if i % 997 == 0:
+            os.sched_setaffinity(0, {cpus[(i // 997) % len(cpus)]})
+            done["hops"] += 1
+        os.read(rfd, 1)
+        os.write(wfd, b"x")
+        if i % 3 == 0:
+            os.read(rfd, 1)
+            done["read"] += 1
+    done["read"] += 60000
+    done["write"] += 60000
+print("READY", flush=True)
+sys.stdin.readline()
+t = threading.Thread(target=work)
+t.start()
+t.join()
+print("RESULT", json.dumps({"tid": t.native_id, **done}), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_counts_exact_across_drains_alternation_and_migration() -> None:
+    require_bpf()
+    from hostprof.collectors.syscalls import SyscallsCollector
+
+    # GIVEN a thread alternating two syscalls and migrating between CPUs
+    with driven(ALTERNATING) as t:
+        sysc = SyscallsCollector.probe([t.pid], slot_ns=1 << 20)
+        sysc.start()
+        try:
+            # WHEN the collector drains every 5 ms while it runs
+            t.go()
+            batches = poll_until_ready(t, [sysc], every=0.005)["syscalls"]
+            truth = json.loads(t.result())
+            batches.append(sysc.drain())
+        finally:
+            sysc.stop()
+    calls = _per_thread(batches)
+
+    # THEN that thread's reads and writes are counted exactly: no call lost or counted twice
+    assert truth["hops"] > 1
+    assert calls.get((truth["tid"], "read")) == truth["read"], (calls, truth)
+    assert calls.get((truth["tid"], "write")) == truth["write"], (calls, truth)
+
+
+# A thread pinned to one CPU makes its calls and then computes without any syscall, so its
+# last run of calls stays pending on that CPU; the main thread waits on another CPU in a
+# blocking read (no GIL hand-off wakes the worker).
+PENDING = """
+import os, sys, threading, time
+rfd = os.open("/dev/zero", os.O_RDONLY)
+cpus = sorted(os.sched_getaffinity(0))
+os.sched_setaffinity(0, {cpus[-1]})
+def work():
+    os.sched_setaffinity(0, {cpus[0]})
+    os.write(1, b"RESULT %d\\n" % threading.get_native_id())
+    for _ in range(25000):
+        os.read(rfd, 1)
+    end = time.monotonic() + 4.0
+    while time.monotonic() < end:
+        pass
+print("READY", flush=True)
+sys.stdin.readline()
+threading.Thread(target=work, daemon=True).start()
+sys.stdin.readline()
+"""
+
+
+def test_pending_run_of_a_running_thread_is_drained() -> None:
+    require_bpf()
+    import time
+
+    from hostprof.collectors.syscalls import SyscallsCollector
+
+    # GIVEN a thread whose last 25,000 reads are summed in its CPU's pending run, and which
+    # then keeps that CPU without making another syscall
+    with driven(PENDING) as t:
+        sysc = SyscallsCollector.probe([t.pid])
+        sysc.start()
+        try:
+            t.go()
+            tid = int(t.result())
+            # WHEN the collector drains while the thread still computes
+            batches = []
+            reads = 0
+            deadline = time.monotonic() + 3.0
+            while reads < 25000 and time.monotonic() < deadline:
+                time.sleep(0.05)
+                batches.append(sysc.drain())
+                reads = _per_thread(batches).get((tid, "read"), 0)
+        finally:
+            sysc.stop()
+
+    # THEN the drain has every CPU flush its run: all reads, counted once, before the thread
+    # makes any other call
+    assert reads == 25000, _per_thread(batches)
+    assert _per_thread(batches).get((tid, "write")) == 1
