@@ -12,7 +12,18 @@ Layouts (facts of CPython's headers, x86-64):
 * split values: 3.11/3.12 ``PyDictValues`` is the value array; 3.13+ has a 8-byte header.
 * instance dicts: 3.9/3.10 at ``tp_dictoffset``; 3.11 managed dict at ``obj - 24`` and
   values at ``obj - 32``; 3.12 a dict-or-values word at ``obj - 24`` (odd: values - 1);
-  3.13 managed dict at ``obj - 24`` or inline values at ``obj + tp_basicsize``.
+  3.13+ managed dict at ``obj - 24`` (free-threaded 3.13t: ``obj - 8``, its pre-header has no
+  GC links) or inline values at ``obj + tp_basicsize``, 8-byte ``_dictvalues`` header first.
+  The free-threaded dict keys object has a one-byte ``dk_mutex`` after ``dk_kind``, which
+  ends in the padding before ``dk_version``: same offsets.
+* type objects: ``PyObject`` header (16 bytes; 32 free-threaded), then ``ob_size``,
+  ``tp_name``, ``tp_basicsize`` (header + 16), and ``tp_flags`` 19 words after the header
+  (header + 152; 3.13+ read it from ``_Py_DebugOffsets``); ``tp_dictoffset`` is 15 words
+  after ``tp_flags``. ``PyHeapTypeObject.ht_cached_keys`` is ``sizeof(PyTypeObject)`` (3.13+:
+  ``_Py_DebugOffsets.type_object.size``) + 464: ``as_async`` (4 slots), ``as_number`` (36),
+  ``as_mapping`` (3), ``as_sequence`` (10), ``as_buffer`` (2), ``ht_name``, ``ht_slots`` and
+  ``ht_qualname`` (checked on 3.11, 3.13, 3.13t, 3.14 and 3.15).
+* module objects: ``md_dict`` right after the ``PyObject`` header.
 """
 
 from __future__ import annotations
@@ -29,12 +40,13 @@ if TYPE_CHECKING:
 
 _TPFLAGS_MANAGED_DICT = 1 << 4
 _TPFLAGS_INLINE_VALUES = 1 << 2
-_TYPE_BASICSIZE = 32
-_TYPE_FLAGS = 168
-_TYPE_DICTOFFSET = 288
-# PyHeapTypeObject.ht_cached_keys, from the generated tables (3.9-3.13).
+# PyHeapTypeObject.ht_cached_keys, from the generated tables (3.9-3.12); 3.13+ derive it
+# from sizeof(PyTypeObject) in _Py_DebugOffsets.
 _CACHED_KEYS = {9: 864, 10: 872, 11: 872, 12: 880, 13: 880}
+_HEAPTYPE_CACHED_KEYS_AFTER_TYPE = 464
 _MAX_ENTRIES = 100_000
+# Bytes of string data read together with a str's header (one read for most names).
+_STR_PREFETCH = 64
 
 
 class ObjectReader:
@@ -44,7 +56,16 @@ class ObjectReader:
         self.proc = proc
         self.read = proc.reader.read
         self.minor = proc.version_hex >> 16 & 0xFF
-        self.o = proc.offsets
+        self.o = o = proc.offsets
+        self.header = o.get("_ob_header", 16)
+        self.type_flags = o.get("_type_flags", self.header + 152)
+        self.type_basicsize = self.header + 16
+        self.type_dictoffset = self.type_flags + 120
+        if "_type_size" in o:
+            self.cached_keys = o["_type_size"] + _HEAPTYPE_CACHED_KEYS_AFTER_TYPE
+        else:
+            self.cached_keys = _CACHED_KEYS.get(self.minor, -1)
+        self.managed_dict = -8 if proc.free_threaded else -24
 
     def ptr(self, addr: int) -> int:
         return struct.unpack("<Q", self.read(addr, 8))[0]
@@ -52,8 +73,14 @@ class ObjectReader:
     def str(self, addr: int) -> Optional[str]:
         """A compact str object's value, or None."""
         o = self.o
-        state = struct.unpack("<I", self.read(addr + o["unicode_state"], 4))[0]
-        length = struct.unpack("<q", self.read(addr + o["unicode_length"], 8))[0]
+        # One read for the header and the start of the data: names are short, and a read
+        # per field made scanning sys.modules the slowest part of `dump`.
+        try:
+            blob = self.read(addr, o["unicode_compact_size"] + _STR_PREFETCH)
+        except OSError:  # the object ends near unmapped memory: read only what is needed
+            blob = self.read(addr, max(o["unicode_state"] + 4, o["unicode_length"] + 8))
+        state = struct.unpack_from("<I", blob, o["unicode_state"])[0]
+        length = struct.unpack_from("<q", blob, o["unicode_length"])[0]
         shift = o["unicode_kind_shift"]
         kind, compact, ascii_ = (
             (state >> shift) & 7,
@@ -62,8 +89,12 @@ class ObjectReader:
         )
         if not compact or kind not in (1, 2, 4) or not 0 <= length <= 4096:
             return None
-        start = addr + (o["unicode_ascii_size"] if ascii_ else o["unicode_compact_size"])
-        raw = self.read(start, length * kind) if length else b""
+        start = o["unicode_ascii_size"] if ascii_ else o["unicode_compact_size"]
+        size = length * kind
+        if start + size <= len(blob):
+            raw = blob[start : start + size]
+        else:
+            raw = self.read(addr + start, size) if size else b""
         codec = {1: "latin-1", 2: "utf-16-le", 4: "utf-32-le"}[kind]
         return raw.decode(codec, "replace")
 
@@ -132,15 +163,17 @@ class ObjectReader:
     # ---------------------------------------------------------------------- attributes
     def attribute(self, obj: int, name: str) -> Optional[int]:
         """An instance attribute stored in the object's __dict__ (or its inline values)."""
-        tp = self.ptr(obj + 8)
-        flags = struct.unpack("<Q", self.read(tp + _TYPE_FLAGS, 8))[0]
+        tp = self.ptr(obj + self.o.get("ob_type", 8))
+        flags = struct.unpack("<Q", self.read(tp + self.type_flags, 8))[0]
         if self.minor <= 10 or not flags & _TPFLAGS_MANAGED_DICT:
-            dictoffset = struct.unpack("<q", self.read(tp + _TYPE_DICTOFFSET, 8))[0]
+            dictoffset = struct.unpack("<q", self.read(tp + self.type_dictoffset, 8))[0]
             if dictoffset <= 0:
                 return None
             d = self.ptr(obj + dictoffset)
             return self.dict_get_str(d, name) if d else None
-        cached_keys = self.ptr(tp + _CACHED_KEYS[self.minor])
+        if self.cached_keys < 0:
+            return None
+        cached_keys = self.ptr(tp + self.cached_keys)
         if self.minor == 11:
             d = self.ptr(obj - 24)
             if d:
@@ -152,11 +185,11 @@ class ObjectReader:
             if word & 1:  # tagged: the word is the values pointer minus one
                 return self._split_get(cached_keys, word + 1, name)
             return self.dict_get_str(word, name) if word else None
-        d = self.ptr(obj - 24)
+        d = self.ptr(obj + self.managed_dict)
         if d:
             return self.dict_get_str(d, name)
         if flags & _TPFLAGS_INLINE_VALUES:
-            basicsize = struct.unpack("<q", self.read(tp + _TYPE_BASICSIZE, 8))[0]
+            basicsize = struct.unpack("<q", self.read(tp + self.type_basicsize, 8))[0]
             return self._split_get(cached_keys, obj + basicsize, name)
         return None
 
@@ -170,19 +203,18 @@ class ObjectReader:
 def threading_names(proc: PyProcess) -> Dict[int, str]:
     """``threading.get_ident()`` -> thread name, from ``threading._active`` in the target.
 
-    Supported on 3.9-3.13 (3.14+ names reach the OS thread name instead). Returns {} when
-    ``threading`` is not imported.
+    Every supported version, free-threaded 3.13t included (3.14+ also copy names into the OS
+    thread name, but cut to 15 bytes, and 3.13t not at all). Returns {} when ``threading`` is
+    not imported.
     """
     r = ObjectReader(proc)
-    if r.minor > 13 or proc.free_threaded:
-        return {}
     modules = r.ptr(proc.reader.interp_addr + r.o["_interp_modules"])
     if not modules:
         return {}
     mod = r.dict_get_str(modules, "threading")
     if not mod:
         return {}
-    md_dict = r.ptr(mod + 16)
+    md_dict = r.ptr(mod + r.header)
     active = r.dict_get_str(md_dict, "_active")
     out: Dict[int, str] = {}
     if not active:

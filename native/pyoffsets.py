@@ -339,6 +339,10 @@ def from_debug_offsets(data: bytes, code_type_addr: int) -> Tuple[int, bool, Dic
     offsets["_tuple_size"] = d["tuple_object.ob_size"]
     offsets["_float_value"] = d["float_object.ob_fval"]
     offsets["_type_name"] = d["type_object.tp_name"]
+    # Instance attributes (thread names): tp_flags, and sizeof(PyTypeObject) to find the
+    # heap type's cached keys after it.
+    offsets["_type_flags"] = d["type_object.tp_flags"]
+    offsets["_type_size"] = d["type_object.size"]
     offsets["_long_tag"] = d["long_object.lv_tag"]
     offsets["_long_digits"] = d["long_object.ob_digit"]
     offsets["_code_cellvars"] = -1

@@ -1,9 +1,10 @@
 """Thread names of a CPython target.
 
-Python 3.14+ copies ``threading.Thread.name`` into the OS thread name (truncated to 15
-bytes), so ``/proc/PID/task/TID/comm`` has it. Older versions leave the OS name as the
-program's; there the names come from ``threading._active`` read out of the target's memory
-(see :mod:`hostprof.native.pyobjects`), and comm is the fallback.
+Names come from ``threading._active`` (ident -> Thread, then the Thread's ``_name``) read out
+of the target's memory (see :mod:`hostprof.native.pyobjects`), on every supported version,
+free-threaded 3.13t included. The OS thread name (``/proc/PID/task/TID/comm``) is only the
+fallback: Python 3.14+ copies ``Thread.name`` into it but cut to 15 bytes and never updated
+on rename, and older versions (and 3.13t) leave it as the program's name.
 """
 
 from __future__ import annotations
