@@ -282,3 +282,66 @@ def test_pending_run_of_a_running_thread_is_drained() -> None:
     # makes any other call
     assert reads == 25000, _per_thread(batches)
     assert _per_thread(batches).get((tid, "write")) == 1
+
+
+# A hot loop of one syscall: after its first calls, only every 16th call's latency is measured.
+HOT = """
+import json, os, sys, threading
+rfd = os.open("/dev/zero", os.O_RDONLY)
+def work():
+    for _ in range(40000):
+        os.read(rfd, 65536)
+print("READY", flush=True)
+sys.stdin.readline()
+t = threading.Thread(target=work)
+t.start()
+t.join()
+print("RESULT", json.dumps({"tid": t.native_id}), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_hot_run_latency_estimate_matches_timing_every_call() -> None:
+    require_bpf()
+    import select
+
+    from hostprof.collectors.syscalls import SyscallsCollector
+
+    # GIVEN a thread in a loop of 40,000 reads of 64 KiB (a few microseconds each), traced at
+    # once by a collector that times every call and one that times every 16th in hot runs
+    with driven(HOT) as t:
+        exact = SyscallsCollector.probe([t.pid], time_every=1)
+        sampled = SyscallsCollector.probe([t.pid], time_every=16)
+        exact.start()
+        sampled.start()
+        try:
+            # WHEN both drain while it runs
+            t.go()
+            batches: dict = {"exact": [], "sampled": []}
+            while not select.select([t.proc.stdout], [], [], 0.1)[0]:
+                batches["exact"].append(exact.drain())
+                batches["sampled"].append(sampled.drain())
+            tid = json.loads(t.result())["tid"]
+            batches["exact"].append(exact.drain())
+            batches["sampled"].append(sampled.drain())
+        finally:
+            exact.stop()
+            sampled.stop()
+    stats = {"exact": exact.stats(), "sampled": sampled.stats()}
+    totals = {}
+    for name in ("exact", "sampled"):
+        n = ns = 0
+        for frames, values, _pid, row_tid in concat(batches[name]):
+            if row_tid == tid and frames[-1].function == "<syscall:read>":
+                n += values[0]
+                ns += values[1]
+        totals[name] = (n, ns)
+
+    print(totals, stats["sampled"]["timed_calls"], stats["sampled"]["calls"])
+    # THEN both count every call, the sampled one measured about 1 in 16 of them, and its
+    # total latency (measured plus estimated) is within 10 % of the one timing every call
+    assert totals["exact"][0] == totals["sampled"][0] == 40000, totals
+    assert stats["exact"]["timed_calls"] == stats["exact"]["calls"]
+    assert stats["sampled"]["timed_calls"] < 0.2 * stats["sampled"]["calls"], stats
+    assert abs(totals["sampled"][1] - totals["exact"][1]) <= 0.1 * totals["exact"][1], totals
+    assert sampled.histogram["read"].sum() >= 40000
