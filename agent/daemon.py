@@ -707,6 +707,7 @@ class Daemon:
     def _collector_metrics(self) -> None:
         """Per-collector overhead beyond drains: sampler thread time, as collectors report it."""
         busy: Dict[str, float] = {}
+        idle_reads = {"proc": 0.0, "sched_switch": 0.0}
         for h in self._all_handles():
             if h.collector is None:
                 continue
@@ -714,6 +715,8 @@ class Daemon:
                 stats = h.collector.stats()
             except Exception:
                 continue
+            idle_reads["proc"] += stats.get("os_reads", 0.0)
+            idle_reads["sched_switch"] += stats.get("state_hits", 0.0)
             seconds = stats.get("busy_seconds", stats.get("drain_cpu_s"))
             if seconds is not None:
                 h.busy_s = float(seconds)
@@ -722,6 +725,8 @@ class Daemon:
             self.metrics.set(
                 "hostprof_agent_collector_busy_seconds", round(seconds, 4), collector=name
             )
+        for source, n in idle_reads.items():
+            self.metrics.set("hostprof_agent_idle_state_reads", n, source=source)
 
     def _usage_metrics(self) -> None:
         self.metrics.set("hostprof_agent_cpu_percent", round(self.budget.cpu_percent, 3))

@@ -36,6 +36,11 @@ _HELP = {
         "gauge",
         "Sampling time of running collectors (sampler threads), per collector.",
     ),
+    "hostprof_agent_idle_state_reads": (
+        "gauge",
+        "Thread idle-state reads of running Python samplers, by source: proc (a /proc file) "
+        "or sched_switch (the offcpu collector's mapped table, no syscall).",
+    ),
     "hostprof_agent_collector_lost_total": ("counter", "Events lost in collectors."),
     "hostprof_agent_collector_errors_total": ("counter", "Collector failures, per collector."),
     "hostprof_agent_budget_actions_total": ("counter", "Budget actions taken, by action."),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from daemon_harness import Agent
 from daemon_harness import Store
+from daemon_harness import metric
 from daemon_harness import new_token
 from daemon_harness import spawn_target
 from daemon_harness import stop_target
@@ -54,6 +55,13 @@ def test_ebpf_collectors_per_target_and_host(tmp_path: Path) -> None:
         t = state["targets"][0]
         assert {c["name"]: c["state"] for c in t["collectors"]}["python"] == "running"
         wait_for(lambda: agent.status()["metrics"]["windows_pushed"] >= 6, 30, "windows pushed")
+        # the Python sampler takes idle states from the shared offcpu collector's table
+        # (the agent publishes collector metrics with each budget tick, every 5 s)
+        table = 'hostprof_agent_idle_state_reads{source="sched_switch"}'
+        wait_for(lambda: metric(agent.metrics(), table) > 0, 30, "idle states from the table")
+        text = agent.metrics()
+        from_proc = metric(text, 'hostprof_agent_idle_state_reads{source="proc"}')
+        assert metric(text, table) > 10 * max(from_proc, 1), text
         assert agent.stop() < 5.0
     finally:
         agent.ensure_dead()
