@@ -170,8 +170,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.before and "before" in med and "now" in med:
                 b, n = med["before"], med["now"]
                 line += f"  {n['cpu_us'] / b['cpu_us']:5.2f} | "
-                line += f"{b.get('reads', float('nan')):.2f} -> {n['reads']:.2f}  "
-                line += f"? -> {n['bytes_read'] / 1024:.1f}  ? -> {n['os_reads']:.2f}"
+                nan = float("nan")
+                line += f"{b.get('reads', nan):.2f} -> {n['reads']:.2f}  "
+                line += f"{b.get('bytes_read', nan) / 1024:.1f} -> {n['bytes_read'] / 1024:.1f}  "
+                line += f"{b.get('os_reads', nan):.2f} -> {n['os_reads']:.2f}"
+            elif "now" in med:
+                n = med["now"]
+                line += f" | {n['reads']:.2f} reads, {n['bytes_read'] / 1024:.1f} KiB, "
+                line += f"{n['os_reads']:.2f} /proc reads per tick"
             print(line, flush=True)
     load = os.getloadavg()
     print(f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")

@@ -313,7 +313,8 @@ cdef class Reader:
         """Counters: ticks, samples, torn_retries, torn_dropped, late, reads, errors, busy_ns,
         stale_codes,
         paused_ns, bytes_read, os_reads (/proc reads), state_hits (thread states taken from
-        sched_switch data), state_seeds (/proc reads stored into that table)."""
+        sched_switch data), state_seeds (/proc reads stored into that table), code_checks
+        (cached code objects re-read to check they were not replaced)."""
         cdef hp_reader *r = self._get()
         with nogil:
             hp_reader_lock(r)
@@ -325,9 +326,21 @@ cdef class Reader:
                 "errors": s.errors, "busy_ns": s.busy_ns, "stale_codes": s.stale_codes,
                 "paused_ns": s.paused_ns, "bytes_read": s.bytes_read, "os_reads": s.os_reads,
                 "state_hits": s.state_hits, "state_seeds": s.state_seeds,
+                "code_checks": s.code_checks,
             }
         finally:
             hp_reader_unlock(r)
+
+    @property
+    def code_check_interval_ns(self):
+        """In :meth:`run`, how long a cached code object is trusted before its header is
+        read again to check it was not freed and replaced at the same address (0: every
+        instant). One-shot samples always check."""
+        return self._get().code_check_ns
+
+    @code_check_interval_ns.setter
+    def code_check_interval_ns(self, int64_t value):
+        self._get().code_check_ns = value if value > 0 else 0
 
     @property
     def blocking(self):

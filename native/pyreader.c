@@ -415,11 +415,19 @@ static int64_t code_lookup(hp_reader *r, uint64_t addr) {
             code_free(&c);
             return -1;
         }
+        /* 3.11+ code objects are variable-sized, ob_size (right after ob_type) counting
+         * 2-byte code units of the inline bytecode. */
+        if (o->frames_kind == HP_FRAMES_INTERP && (size_t)o->ob_type + 16 <= n) {
+            int64_t units = 0;
+            memcpy(&units, head + o->ob_type + 8, 8);
+            if (units > 0 && units < (1 << 28)) c.code_bytes = (uint32_t)units * 2;
+        }
     }
     c.p_name = p_name;
     c.p_file = p_file;
     c.p_lines = p_lines;
     c.checked_gen = r->gen;
+    c.checked_ns = r->now_ns;
     /* CPython 3.13+ pushes an internal shim frame when a class's __init__ is called
      * (_Py_InitCleanup): its code names itself "__init__" in both co_name and co_filename
      * (one string object) at line 0. It is not user code: leave it out of stacks. */
@@ -690,6 +698,7 @@ int hp_reader_init(hp_reader *r, pid_t pid, uint64_t runtime_addr, const hp_py_o
     r->read_os_state = 1;
     r->nice_boost = 5;
     r->prefetch = 1;
+    r->code_check_ns = HP_CODE_CHECK_NS;
     r->rng = (uint64_t)hp_monotonic_ns() * 0x9E3779B97F4A7C15ULL | 1;
     r->tick = 1;
     r->gen = 1;
@@ -752,36 +761,89 @@ void hp_reader_free(hp_reader *r) {
 
 /* Walks one thread's frames into r->scratch (leaf first). Returns the depth, or -1 for a torn
  * walk, or CODE_NOMEM (distinct from -1: HP_ERR_NOMEM is also -1). */
-/* Checks the cached code objects behind frame keys against the target: their name,
- * filename and line-table pointers must be unchanged. Reads go through the page cache, so
- * in steady state the code objects' pages arrive with the instant's single prefetch read.
- * Returns 0 when all are current, or -1 after evicting stale ones (the caller samples
- * again). */
-static int validate_codes(hp_reader *r, const uint64_t *keys, uint64_t n_keys) {
-    if (r->code_span_len <= 0) return 0;
+/* Re-reads the headers (name, filename and line-table pointers) of a batch of cached code
+ * objects in one process_vm_readv; evicts those that changed or could not be read. */
+#define CHECK_BATCH 64
+static int check_code_batch(hp_reader *r, hp_code **batch, int n) {
+    struct iovec local[CHECK_BATCH], remote[CHECK_BATCH];
+    uint8_t spans[CHECK_BATCH][64];
+    size_t len = (size_t)r->code_span_len;
+    for (int i = 0; i < n; i++) {
+        local[i].iov_base = spans[i];
+        local[i].iov_len = len;
+        remote[i].iov_base = (void *)(uintptr_t)(batch[i]->addr + (uint64_t)r->code_span_lo);
+        remote[i].iov_len = len;
+    }
+    r->stats.reads++;
+    r->stats.code_checks += (uint64_t)n;
+    ssize_t got = process_vm_readv(r->pid, local, (unsigned long)n, remote, (unsigned long)n, 0);
+    if (got < 0 && (errno == ESRCH || errno == EPERM)) return errno_to_hp(errno);
+    if (got > 0) r->stats.bytes_read += (uint64_t)got;
     int stale = 0;
-    uint8_t span[64];
+    /* The read stops at the first unreadable object: that one is gone (evicted; reloading
+     * it fails if it is not code any more); those after it were not read at all and are
+     * checked again next instant. */
+    ssize_t whole = got > 0 ? got / (ssize_t)len : 0;
+    for (int i = 0; i < n; i++) {
+        hp_code *c = batch[i];
+        if (i > whole) {
+            c->check_now = 1;
+            continue;
+        }
+        if (i == whole) {
+            c->addr = UINT64_MAX;
+            r->stats.stale_codes++;
+            stale = 1;
+            continue;
+        }
+        uint64_t name, file, lines;
+        memcpy(&name, spans[i] + (r->off.code_name - r->code_span_lo), 8);
+        memcpy(&file, spans[i] + (r->off.code_filename - r->code_span_lo), 8);
+        memcpy(&lines, spans[i] + (r->off.code_linetable - r->code_span_lo), 8);
+        if (name == c->p_name && file == c->p_file && lines == c->p_lines) {
+            c->checked_ns = r->now_ns;
+            c->check_now = 0;
+        } else {
+            /* Never matches again; a fresh entry is loaded for the address on the re-read. */
+            c->addr = UINT64_MAX;
+            r->stats.stale_codes++;
+            stale = 1;
+        }
+    }
+    return stale;
+}
+
+/* Checks the cached code objects behind frame keys against the target: their name,
+ * filename and line-table pointers must be unchanged. A code object is checked when
+ * `period_ns` has passed since its last check (0: every time), or at once when a frame's
+ * instruction offset fell outside its bytecode. Reading a code object's header pins its
+ * page: at 100 Hz, where every page is cold, that was a third of an instant's cost, for
+ * objects that almost never change. Returns 0 when all are current, -1 after evicting stale
+ * ones (the caller samples again), or a negative HP_ERR_* when the process is gone. */
+static int validate_codes(hp_reader *r, const uint64_t *keys, uint64_t n_keys,
+                          int64_t period_ns) {
+    if (r->code_span_len <= 0) return 0;
+    hp_code *batch[CHECK_BATCH];
+    int n = 0, stale = 0;
     for (uint64_t i = 0; i < n_keys; i++) {
         uint32_t ci = (uint32_t)(keys[i] >> 32);
         if (ci >= r->n_codes) continue;
         hp_code *c = &r->codes[ci];
         if (c->checked_gen == r->gen) continue;
         c->checked_gen = r->gen;
-        int ok = cread(r, c->addr + (uint64_t)r->code_span_lo, span,
-                       (size_t)r->code_span_len) == HP_OK;
-        if (ok) {
-            uint64_t name, file, lines;
-            memcpy(&name, span + (r->off.code_name - r->code_span_lo), 8);
-            memcpy(&file, span + (r->off.code_filename - r->code_span_lo), 8);
-            memcpy(&lines, span + (r->off.code_linetable - r->code_span_lo), 8);
-            ok = name == c->p_name && file == c->p_file && lines == c->p_lines;
+        if (!c->check_now && period_ns > 0 && r->now_ns - c->checked_ns < period_ns) continue;
+        batch[n++] = c;
+        if (n == CHECK_BATCH) {
+            int rc = check_code_batch(r, batch, n);
+            if (rc < 0) return rc;
+            stale |= rc;
+            n = 0;
         }
-        if (!ok) {
-            /* Never matches again; a fresh entry is loaded for the address on the re-read. */
-            c->addr = UINT64_MAX;
-            r->stats.stale_codes++;
-            stale = 1;
-        }
+    }
+    if (n) {
+        int rc = check_code_batch(r, batch, n);
+        if (rc < 0) return rc;
+        stale |= rc;
     }
     return stale ? -1 : 0;
 }
@@ -818,6 +880,12 @@ static int walk_thread(hp_reader *r, uint64_t frame) {
                     uint64_t instr = 0;
                     if (cread_ptr(r, frame + o->fr_instr, &instr) != HP_OK) return -1;
                     byte_offset = (int64_t)(instr - (code + (uint64_t)o->code_adaptive));
+                    /* Outside the cached object's bytecode (3.11/3.12 point one unit before
+                     * the first instruction at entry): another object now lives at this
+                     * address, or the frame was torn. Check the code object this instant. */
+                    const hp_code *c = &r->codes[idx];
+                    if (c->code_bytes && (byte_offset < -2 || byte_offset > c->code_bytes))
+                        r->codes[idx].check_now = 1;
                 }
                 if (depth == 0) r->leaf_sig = mix64(frame ^ ((uint64_t)byte_offset << 48));
                 int32_t line = cached_line(r, (uint32_t)idx, byte_offset);
@@ -963,6 +1031,10 @@ void hp_reader_set_threadstate(hp_reader *r, hp_threadstate *t) {
 int hp_sample_once(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns) {
     r->gen++;
     r->tick++;
+    r->now_ns = timestamp_ns;
+    /* One-shot samples (dump, stack_now) may come long after the previous one: they check
+     * every code object they use. */
+    int64_t period = r->fast_os_state ? r->code_check_ns : 0;
     r->n_used[r->tick & 1] = 0;
     if (r->prefetch) prefetch_pages(r);
     uint64_t s0 = buf->n_samples, f0 = buf->n_frames, kept0 = r->stats.samples;
@@ -971,7 +1043,9 @@ int hp_sample_once(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns) {
         rc = sample_threads(r, buf, timestamp_ns);
         if (rc < 0) return rc;
         /* A cached code object replaced at the same address: sample the instant again. */
-        if (validate_codes(r, buf->frames + f0, buf->n_frames - f0) == 0) break;
+        int v = validate_codes(r, buf->frames + f0, buf->n_frames - f0, period);
+        if (v == 0) break;
+        if (v != -1) return v;
         if (attempt == 0) {
             buf->n_samples = s0;
             buf->n_frames = f0;

@@ -105,7 +105,11 @@ typedef struct {
      * against them (one batched read per sample), so a code object freed and replaced at
      * the same address is never reported under the old name. */
     uint64_t p_name, p_file, p_lines;
-    uint64_t checked_gen;
+    uint64_t checked_gen;  /* the instant that last considered it (one check per instant) */
+    int64_t checked_ns;    /* when its header was last read and found unchanged */
+    uint32_t code_bytes;   /* 3.11+: size of its bytecode (0 = unknown): an instruction
+                            * offset outside it means the object changed: check it now */
+    uint8_t check_now;
     int shim;            /* an interpreter-internal shim (3.13+ _Py_InitCleanup): not shown */
 } hp_code;
 
@@ -143,10 +147,13 @@ typedef struct {
     uint64_t os_reads;       /* /proc/PID/task/TID/{stat,wchan} reads */
     uint64_t state_hits;     /* thread states taken from sched_switch data (threadstate.h) */
     uint64_t state_seeds;    /* /proc reads stored into that table for later ticks */
+    uint64_t code_checks;    /* cached code objects re-read to check they were not replaced */
 } hp_stats;
 
 /* Slots of the per-instant read cache (1 KiB lines; at most IOV_MAX, one prefetch iovec each). */
 #define HP_PAGE_SLOTS 1024
+/* Default bound on how long the sampling loop trusts a cached code object unread. */
+#define HP_CODE_CHECK_NS 100000000LL
 /* An idle thread whose Python stack is unchanged keeps its state this many ticks unread. */
 #define HP_IDLE_REUSE 7
 
@@ -204,6 +211,10 @@ typedef struct {
     uint64_t leaf_sig;        /* walk_thread: leaf frame address and instruction offset, mixed */
     /* code-object validation: the [lo, lo + len) span holding name/filename/linetable */
     int64_t code_span_lo, code_span_len;
+    /* In the sampling loop, a cached code object is re-checked at most this often (its
+     * page is otherwise not read at all); one-shot samples check every code object. */
+    int64_t code_check_ns;
+    int64_t now_ns;           /* time stamp of the instant being read */
     /* sched_switch thread states (offcpu collector), or NULL: /proc only. Not owned. */
     hp_threadstate *threadstate;
 } hp_reader;

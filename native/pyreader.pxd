@@ -58,6 +58,7 @@ cdef extern from "pyreader.h" nogil:
         uint64_t os_reads
         uint64_t state_hits
         uint64_t state_seeds
+        uint64_t code_checks
 
     ctypedef struct hp_reader:
         int pid
@@ -71,6 +72,7 @@ cdef extern from "pyreader.h" nogil:
         int stop
         int blocking
         int last_error
+        int64_t code_check_ns
 
     int hp_offsets_set(hp_py_offsets *o, const char *name, int64_t value) noexcept
     void hp_offsets_clear(hp_py_offsets *o) noexcept
