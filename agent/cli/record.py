@@ -498,6 +498,12 @@ def _report(result: SessionResult, pid: int, output: str, fmt: str) -> None:
         f"{int(py.get('late', 0))} late ticks",
         file=sys.stderr,
     )
+    if py.get("state_hits"):
+        print(
+            f"hostprof: idle states from sched_switch (offcpu): {int(py['state_hits'])} "
+            f"look-ups, {int(py.get('os_reads', 0))} /proc reads",
+            file=sys.stderr,
+        )
     if py.get("paused_seconds"):
         share = 100 * py["paused_seconds"] / max(result.elapsed, 1e-9)
         print(f"hostprof: --blocking paused the target {share:.1f}% of the time", file=sys.stderr)

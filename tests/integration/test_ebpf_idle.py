@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import sys
 import textwrap
 import time
+from pathlib import Path
 from typing import Dict
 from typing import Iterator
 from typing import List
@@ -293,3 +296,28 @@ def test_sampler_falls_back_when_offcpu_stops(target: _Target) -> None:
     for name in BLOCKED:
         assert idle[name] >= 0.9, name
     assert idle["spinner"] <= 0.3
+
+
+def test_record_with_offcpu_takes_idle_states_from_the_table(
+    target: _Target, tmp_path: Path
+) -> None:
+    require_bpf()
+    hostprof = os.path.join(os.path.dirname(sys.executable), "hostprof")
+    out = tmp_path / "idle.folded"
+    # WHEN `record` runs the Python sampler next to the offcpu collector
+    args = ["record", "--pid", str(target.pid), "-d", "1.5", "--idle", "--threads"]
+    args += ["--collect", "python,offcpu", "-o", str(out)]
+    res = subprocess.run([hostprof, *args], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    # THEN the sampler took its idle states from the table. /proc was read only while
+    # attaching (one stat per thread) and to seed the threads blocked since before the
+    # collector attached.
+    line = r"idle states from sched_switch \(offcpu\): (\d+) look-ups, (\d+) /proc reads"
+    m = re.search(line, res.stderr)
+    assert m, res.stderr
+    hits, reads = int(m.group(1)), int(m.group(2))
+    assert hits >= 3 * 100 and reads <= 2 * len(THREADS), res.stderr
+    # AND the profile still holds the blocked threads' stacks (--idle keeps them)
+    text = out.read_text()
+    for name in ("sleeper", "receiver"):
+        assert f"({target.tids[name]})>" in text and f"{name}" in text, name
