@@ -109,6 +109,11 @@ struct hp_sys_cpu {
   u64 jiffies;   /* jiffies at the run's last timed call */
   u32 countdown; /* hot run: untimed calls before the next sample */
   u32 busy;      /* 1 while the run is being changed */
+  /* The pid filter's last answer on this CPU (pid sets beyond the first pid). */
+  u32 filter_tgid;
+  u32 filter_gen;
+  u32 filter_wanted;
+  u32 pad;
 };
 
 struct hp_hist_row {
@@ -125,6 +130,10 @@ BPF_ARRAY(active, u32, 1);
 /* Per-CPU: the histogram is shared by all threads, and per-CPU rows need no atomics. It is
  * cumulative: user space reads the rows of the syscalls each drain saw. */
 BPF_PERCPU_ARRAY(hist, struct hp_hist_row, HP_HIST_ROWS);
+#ifdef HP_FILTER_PIDS
+/* Bumped by user space after every change to hp_pids: invalidates the filter caches. */
+BPF_ARRAY(pids_gen, u32, 1);
+#endif
 #ifdef HP_USER_STACKS
 BPF_STACK_TRACE(stacks, HP_STACK_ENTRIES);
 #endif
@@ -170,6 +179,30 @@ HP_INLINE void hp_hist_add(u32 nr, u64 ns, u64 n) {
   struct hp_hist_row *h = hist.lookup(&row);
   if (h)
     h->bucket[hp_log2(ns) & 63] += n;
+}
+
+/* hp_wanted with a per-CPU cache of the last answer. Without it, every syscall of every
+ * other process on the host pays a hash lookup in hp_pids, at entry and again at exit;
+ * consecutive syscalls on a CPU mostly come from one process. */
+HP_INLINE int hp_sys_wanted(struct hp_sys_cpu *s, u32 tgid) {
+#ifdef HP_FILTER_PIDS
+#ifdef HP_FIRST_PID
+  if (tgid == HP_FIRST_PID)
+    return tgid != HP_SELF_PID;
+#endif
+  int zero = 0;
+  u32 *g = pids_gen.lookup(&zero);
+  u32 gen = g ? *g : 0;
+  if (s->filter_tgid == tgid && s->filter_gen == gen && tgid != 0)
+    return s->filter_wanted;
+  int wanted = hp_wanted(tgid);
+  s->filter_tgid = tgid;
+  s->filter_gen = gen;
+  s->filter_wanted = wanted;
+  return wanted;
+#else
+  return hp_wanted(tgid);
+#endif
 }
 
 /* Moves a CPU's pending run into the active aggregate map. Call with s->busy set. */
@@ -258,7 +291,7 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     /* Not entered on this CPU without a switch since: the call blocked, was preempted, or
      * is not traced (unwanted process, entered before we attached, a new thread's first
      * return). Only a thread that left its CPU mid-syscall has a parked entry. */
-    if (!hp_wanted(id >> 32))
+    if (!hp_sys_wanted(s, id >> 32))
       return 0;
     struct hp_sys_start *p = parked.lookup(&tid);
     if (!p || p->ts == 0)
@@ -302,11 +335,9 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
 
 RAW_TRACEPOINT_PROBE(sys_enter) {
   u64 id = bpf_get_current_pid_tgid();
-  if (!hp_wanted(id >> 32))
-    return 0;
   int zero = 0;
   struct hp_sys_cpu *s = cpu_state.lookup(&zero);
-  if (!s)
+  if (!s || !hp_sys_wanted(s, id >> 32))
     return 0;
   u32 tid = (u32)id;
   u32 nr = (u32)ctx->args[1];

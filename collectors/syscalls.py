@@ -153,6 +153,7 @@ class SyscallsCollector(Collector):
         self._flusher: Optional[_CpuRunner] = None
         self._active = 0  # which aggregate map the kernel adds runs to: 0 = counts_a
         self._cpus: List[int] = []
+        self._pids_gen = 0
         self.histogram: Dict[str, np.ndarray] = {}
         """Cumulative log2 latency histogram per syscall name: counts of [2^i, 2^(i+1)) ns."""
 
@@ -186,6 +187,9 @@ class SyscallsCollector(Collector):
         if self.pids is not None and self._bpf is not None:
             _ebpf.add_pids(self._bpf, pids)
             self.pids.extend(int(p) for p in pids)
+            # After the inserts: CPUs drop their cached filter answers (syscalls.bpf.c).
+            self._pids_gen += 1
+            self._bpf["pids_gen"][ctypes.c_int(0)] = ctypes.c_uint32(self._pids_gen)
 
     def name_of(self, nr: int) -> str:
         return self.names.get(nr, f"sys_{nr}")

@@ -345,3 +345,34 @@ def test_hot_run_latency_estimate_matches_timing_every_call() -> None:
     assert stats["sampled"]["timed_calls"] < 0.2 * stats["sampled"]["calls"], stats
     assert abs(totals["sampled"][1] - totals["exact"][1]) <= 0.1 * totals["exact"][1], totals
     assert sampled.histogram["read"].sum() >= 40000
+
+
+def test_pid_set_beyond_the_first_and_added_later() -> None:
+    require_bpf()
+    import contextlib
+
+    from hostprof.collectors.syscalls import SyscallsCollector
+
+    # GIVEN four targets in the same loop: two traced from the start, one added after the
+    # collector started, one never traced
+    with contextlib.ExitStack() as stack:
+        first, second, added, other = (stack.enter_context(driven(HOT)) for _ in range(4))
+        sysc = SyscallsCollector.probe([first.pid, second.pid])
+        sysc.start()
+        try:
+            sysc.add_pids([added.pid])
+            # WHEN they all run at once
+            for t in (first, second, added, other):
+                t.go()
+            tids = {t.pid: json.loads(t.result())["tid"] for t in (first, second, added, other)}
+            batch = sysc.drain()
+        finally:
+            sysc.stop()
+    reads: dict = {}
+    for frames, values, pid, tid in concat([batch]):
+        if frames[-1].function == "<syscall:read>" and tid == tids.get(pid):
+            reads[pid] = reads.get(pid, 0) + values[0]
+
+    # THEN each traced process's reads are counted exactly, and the other's not at all
+    assert reads == {first.pid: 40000, second.pid: 40000, added.pid: 40000}, (reads, tids)
+    assert other.pid not in {int(p) for p in batch.pid.tolist()}
