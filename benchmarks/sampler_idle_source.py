@@ -16,10 +16,17 @@ Workloads:
   pool_32     one CPU thread, 32 workers parked in queue.get, one thread sleeping 5 ms
               at a time.
 
+``--kernel`` measures the other side: what keeping the table costs the kernel. It loads the
+offcpu collector host-wide (as the daemon does) with and without the table, runs a
+context-switch-heavy ping-pong between two processes, and reads each BPF program's run time
+and run count (``/proc/self/fdinfo``, with ``kernel.bpf_stats_enabled`` turned on for the
+measurement and restored after).
+
 Usage (root: the table needs the offcpu collector)::
 
     .venv/bin/python benchmarks/sampler_idle_source.py [--rates 100,1000]
         [--workloads threads_4,native_4,pool_32] [--runs 3] [--duration 3]
+    .venv/bin/python benchmarks/sampler_idle_source.py --kernel [--runs 3] [--duration 3]
 """
 
 from __future__ import annotations
@@ -133,17 +140,144 @@ def measure(workload: str, rate: int, duration: float, mode: str) -> Dict[str, f
         target.wait()
 
 
+PING_PONG = """
+import os, sys
+a_r, a_w = os.pipe()
+b_r, b_w = os.pipe()
+if os.fork() == 0:
+    os.close(a_w); os.close(b_r)
+    while os.read(a_r, 1):  # b"" once the parent is gone
+        os.write(b_w, b"x")
+    os._exit(0)
+os.close(a_r); os.close(b_w)
+print("READY", flush=True)
+while True:
+    os.write(a_w, b"x"); os.read(b_r, 1)
+"""
+
+STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
+
+
+def _prog_stats(bpf: object) -> Dict[str, List[int]]:
+    """{program: [run_time_ns, run_cnt]} of a loaded bcc object, from fdinfo."""
+    out = {}
+    for name, fn in bpf.funcs.items():  # type: ignore[attr-defined]
+        fields = {}
+        with open(f"/proc/self/fdinfo/{fn.fd}") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                fields[k] = v.strip()
+        key = name.decode() if isinstance(name, bytes) else str(name)
+        out[key.rsplit("__", 1)[-1]] = [int(fields["run_time_ns"]), int(fields["run_cnt"])]
+    return out
+
+
+def measure_kernel(entries: int, duration: float) -> Dict[str, float]:
+    """BPF run time per event of the offcpu programs, host-wide, under a ping-pong load."""
+    sys.path.insert(0, str(HERE))
+    import sampler_vs_pyspy as bench
+
+    from hostprof.collectors.offcpu import OffCpuCollector
+
+    off = OffCpuCollector(None, thread_state_entries=entries)
+    off.start()
+    target = bench.start_target(PING_PONG)
+    with open(STATS_SYSCTL) as f:
+        saved = f.read().strip()
+    try:
+        with open(STATS_SYSCTL, "w") as f:
+            f.write("1")
+        time.sleep(0.5)
+        s0, t0 = _prog_stats(off._bpf), time.monotonic()
+        time.sleep(duration)
+        s1, t1 = _prog_stats(off._bpf), time.monotonic()
+    finally:
+        with open(STATS_SYSCTL, "w") as f:
+            f.write(saved)
+        target.kill()  # its forked partner exits at end of file
+        target.wait()
+        off.stop()
+    out: Dict[str, float] = {}
+    for prog, (ns, cnt) in s1.items():
+        d_ns, d_cnt = ns - s0[prog][0], max(cnt - s0[prog][1], 1)
+        out[f"{prog}_ns"] = d_ns / d_cnt
+        out[f"{prog}_per_s"] = d_cnt / (t1 - t0)
+        out[f"{prog}_cpu"] = d_ns / (t1 - t0) / 1e9
+    return out
+
+
+def kernel_table(runs: int, duration: float) -> None:
+    results: Dict[int, List[Dict[str, float]]] = {0: [], 1 << 16: []}
+    for _ in range(runs):
+        for entries in results:
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--duration",
+                    str(duration),
+                    "--child",
+                    json.dumps(["kernel", entries, ""]),
+                ],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
+            if out.returncode != 0:
+                print(out.stderr[-2000:], file=sys.stderr)
+                continue
+            results[entries].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    med = {
+        e: {k: statistics.median(r.get(k, 0.0) for r in rs) for k in rs[0]}
+        for e, rs in results.items()
+        if rs
+    }
+    if len(med) < 2:
+        print("kernel: failed")
+        return
+    off, on = med[0], med[1 << 16]
+    print(f"{'offcpu program':22} | {'ns/run, no table':>16} {'ns/run, table':>14} | {'runs/s':>9}")
+    print(
+        f"{'sched_switch':22} | {off['sched_switch_ns']:16.0f} {on['sched_switch_ns']:14.0f} | "
+        f"{on['sched_switch_per_s']:9.0f}"
+    )
+    for prog in ("sched_wakeup", "sched_wakeup_new"):
+        print(f"{prog:22} | {'-':>16} {on[prog + '_ns']:14.0f} | {on[prog + '_per_s']:9.0f}")
+    added = (
+        (on["sched_switch_ns"] - off["sched_switch_ns"]) * on["sched_switch_per_s"]
+        + on["sched_wakeup_ns"] * on["sched_wakeup_per_s"]
+        + on["sched_wakeup_new_ns"] * on["sched_wakeup_new_per_s"]
+    ) / 1e9
+    total_on = sum(on[f"{p}_cpu"] for p in ("sched_switch", "sched_wakeup", "sched_wakeup_new"))
+    print(
+        f"kernel CPU the table adds at this switch rate: {100 * added:.2f} % of one core "
+        f"(whole offcpu collector: {100 * off['sched_switch_cpu']:.2f} % without the table, "
+        f"{100 * total_on:.2f} % with it)"
+    )
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="100,1000")
     parser.add_argument("--workloads", default="threads_4,native_4,pool_32")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--kernel", action="store_true", help="BPF-side cost of the table")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         workload, rate, mode = json.loads(args.child)
-        print(json.dumps(measure(workload, rate, args.duration, mode)))
+        if workload == "kernel":
+            print(json.dumps(measure_kernel(rate, args.duration)))
+        else:
+            print(json.dumps(measure(workload, rate, args.duration, mode)))
+        return 0
+    if args.kernel:
+        with open("/proc/loadavg") as f:
+            print(f"load average before: {' '.join(f.read().split()[:3])}")
+        kernel_table(args.runs, args.duration)
+        load = os.getloadavg()
+        print(f"load average after: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
         return 0
     with open("/proc/loadavg") as f:
         print(f"load average before: {' '.join(f.read().split()[:3])}")
