@@ -132,7 +132,8 @@ LOOPS = {
 SYSCALLS_AGENT = """
 import sys, time
 from hostprof.collectors.syscalls import SyscallsCollector
-c = SyscallsCollector.probe([int(sys.argv[1])])
+options = {"time_every": int(sys.argv[2])} if len(sys.argv) > 2 else {}
+c = SyscallsCollector.probe([int(sys.argv[1])], **options)
 c.start()
 print("ATTACHED", flush=True)
 sys.stdin.readline()
@@ -181,9 +182,11 @@ def _loop_time(n: int, tracer: Optional[str], kind: str = "read1") -> float:
     target.stdout.readline()
     agent = None
     try:
-        if tracer in ("hostprof", "before"):
+        if tracer in ("hostprof", "exact", "before"):
+            # "exact": the working tree's collector timing every call (time_every=1)
+            extra = ["1"] if tracer == "exact" else []
             agent = subprocess.Popen(
-                [PY, "-c", _source(SYSCALLS_AGENT, tracer == "before"), str(target.pid)],
+                [PY, "-c", _source(SYSCALLS_AGENT, tracer == "before"), str(target.pid), *extra],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -215,6 +218,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--reads", type=int, default=300_000)
+    ap.add_argument(
+        "--loops",
+        default=",".join(LOOPS),
+        help="comma-separated syscall loops: read1 (1-byte read), read4k, stat",
+    )
     ap.add_argument(
         "--only",
         default="cpu,rss,syscalls",
@@ -385,12 +393,13 @@ def _run(args: argparse.Namespace, only: set) -> int:
     for _ in runs if "rss" in only else ():
         rss.append(_run_side_by_side(ALL_AGENT, str(min(args.seconds, 5.0)), concurrent=False))
     have_syscount = shutil.which("syscount-bpfcc") is not None
-    tracers = ["none", "hostprof"] + (["before"] if args.before else [])
+    tracers = ["none", "hostprof", "exact"] + (["before"] if args.before else [])
     tracers += ["syscount"] if have_syscount else []
-    loops: Dict[str, Dict[str, List[float]]] = {k: {t: [] for t in tracers} for k in LOOPS}
+    kinds = [k for k in args.loops.split(",") if k in LOOPS]
+    loops: Dict[str, Dict[str, List[float]]] = {k: {t: [] for t in tracers} for k in kinds}
     for _ in range(args.runs if "syscalls" in only else 0):
         # Interleave the cases so drifting machine load hits each alike.
-        for kind in LOOPS:
+        for kind in kinds:
             for tracer in tracers:
                 n = args.reads if kind == "read1" else args.reads // 4
                 loops[kind][tracer].append(
@@ -405,19 +414,30 @@ def _run(args: argparse.Namespace, only: set) -> int:
         )
     if rss:
         rows += _merge_columns([_rss_rows([r[v] for r in rss]) for v in versions])
-    for kind, label in LOOPS.items() if "syscalls" in only else ():
+    for kind in kinds if "syscalls" in only else ():
+        label = LOOPS[kind]
         base = med(loops[kind]["none"])
         n = args.reads if kind == "read1" else args.reads // 4
         rows.append((f"{label} loop, no tracing", f"{1e9 * base / n:.0f} ns/call", "", "1.00x"))
         for tracer, name in (
             ("hostprof", "hostprof syscalls"),
+            ("exact", "hostprof syscalls, time_every=1"),
             ("before", f"hostprof syscalls @ {args.before}"),
             ("syscount", "bcc syscount -L"),
         ):
             if loops[kind].get(tracer):
                 t = med(loops[kind][tracer])
+                # Each round's ratio to that round's untraced loop, in the order run.
+                per_round = " ".join(
+                    f"{x / b:.2f}" for x, b in zip(loops[kind][tracer], loops[kind]["none"])
+                )
                 rows.append(
-                    (f"  with {name}", f"{1e9 * t / n:.0f} ns/call", "", f"{t / base:.2f}x")
+                    (
+                        f"  with {name}",
+                        f"{1e9 * t / n:.0f} ns/call",
+                        "",
+                        f"{t / base:.2f}x (rounds: {per_round})",
+                    )
                 )
     width = max(len(r[0]) for r in rows)
     before = f"@ {args.before}" if args.before else ""
