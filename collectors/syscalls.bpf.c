@@ -258,29 +258,34 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
 }
 
 RAW_TRACEPOINT_PROBE(sys_exit) {
-  u64 id = bpf_get_current_pid_tgid();
-  u32 tid = (u32)id;
   int zero = 0;
   struct hp_sys_cpu *s = cpu_state.lookup(&zero);
   if (!s)
     return 0;
+#if HP_TIME_EVERY > 1
+  if (s->ts == 1) {
+    /* An untimed call, and sys_enter checked that it continues this CPU's run. It is the
+     * running thread's: sched_switch (attached first) clears the record of a thread that
+     * leaves its CPU mid-syscall, so a record still set was set by the thread now running.
+     * This skips the helper call for the thread id on the hottest path. */
+    s->ts = 0;
+    s->busy = 1;
+    HP_BARRIER();
+    s->count += 1;
+    s->untimed += 1;
+    HP_BARRIER();
+    s->busy = 0;
+    return 0;
+  }
+#endif
+  u64 id = bpf_get_current_pid_tgid();
+  u32 tid = (u32)id;
   u64 ts;
   u32 nr;
   s32 ustack;
   u32 sample = 0;
-  if (s->ts != 0 && s->tid == tid) {
+  if (s->ts > 1 && s->tid == tid) {
 #if HP_TIME_EVERY > 1
-    if (s->ts == 1) {
-      /* Untimed: sys_enter checked that it continues this CPU's run. */
-      s->ts = 0;
-      s->busy = 1;
-      HP_BARRIER();
-      s->count += 1;
-      s->untimed += 1;
-      HP_BARRIER();
-      s->busy = 0;
-      return 0;
-    }
     sample = s->sample;
 #endif
     ts = s->ts;
