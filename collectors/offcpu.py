@@ -36,8 +36,23 @@ from hostprof.model import OFFCPU_NS
 
 SAMPLE_TYPES = (OFFCPU_NS,)
 
-THREAD_STATE_ENTRIES = 1 << 16
-"""Default thread-state table size: 1 MiB, 16 bytes per slot."""
+THREAD_STATE_MAX_ENTRIES = 1 << 18
+"""Largest default thread-state table: 4 MiB, 16 bytes per slot."""
+
+
+def default_thread_state_entries() -> int:
+    """The thread-state table size for this host: one slot per possible tid (no collisions)
+    up to :data:`THREAD_STATE_MAX_ENTRIES`; beyond that, tids that far apart share a slot.
+
+    ``kernel.pid_max`` is 32,768 on many hosts (512 KiB), 4,194,304 where systemd raises it
+    (capped: 4 MiB, and a collision then needs two live tids a multiple of 262,144 apart).
+    """
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            pid_max = int(f.read())
+    except (OSError, ValueError):
+        pid_max = THREAD_STATE_MAX_ENTRIES
+    return min(1 << max(pid_max - 1, 1).bit_length(), THREAD_STATE_MAX_ENTRIES)
 
 
 class OffCpuCollector(Collector):
@@ -53,7 +68,7 @@ class OffCpuCollector(Collector):
         include_preempted: bool = False,
         slot_ns: Optional[int] = None,
         symbolizer: Optional[Any] = None,
-        thread_state_entries: int = THREAD_STATE_ENTRIES,
+        thread_state_entries: Optional[int] = None,
     ) -> None:
         """Args:
         pids: processes to charge blocked time to; None = the whole host.
@@ -63,11 +78,16 @@ class OffCpuCollector(Collector):
         symbolizer: shared :class:`hostprof.symbolize.Symbolizer` (one is made if None).
         thread_state_entries: size of the host-wide thread-state table, a power of two
             (threads whose tids are a multiple of it apart share a slot and fall back to
-            /proc); 0 = no table (the sampling core then reads /proc).
+            /proc); None = :func:`default_thread_state_entries`; 0 = no table (the sampling
+            core then reads /proc).
         """
         if min_block_ns < 0:
             raise UsageError(f"the off-CPU threshold must be >= 0 ns, got {min_block_ns}")
-        n = int(thread_state_entries)
+        n = (
+            default_thread_state_entries()
+            if thread_state_entries is None
+            else int(thread_state_entries)
+        )
         if n < 0 or n & (n - 1):
             raise UsageError(f"the thread-state table size must be a power of two (or 0), got {n}")
         self.thread_state_entries = n

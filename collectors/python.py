@@ -61,6 +61,9 @@ class _Target:
         self.seen_tids: set = set()
         self.names: Dict[int, str] = {}
         self.last = {"torn_dropped": 0, "late": 0}
+        # The interpreter reports thread ids as its PID namespace numbers them; the
+        # sched_switch table is keyed by host tids, so it only serves targets in ours.
+        self.host_tids = _same_pid_namespace(proc.pid)
 
     def start(self) -> None:
         self.thread = threading.Thread(
@@ -198,9 +201,9 @@ class PythonCollector(Collector):
 
     def _add_target(self, proc: PyProcess) -> _Target:
         proc.reader.blocking = self.blocking
-        if self._thread_states is not None:
-            proc.reader.set_thread_states(self._thread_states)
         target = _Target(proc, self.interval_ns)
+        if self._thread_states is not None and target.host_tids:
+            proc.reader.set_thread_states(self._thread_states)
         # Read the thread names now, while attaching: the first drain would otherwise pay
         # for it (imports and a walk of threading._active) in the middle of the recording.
         # Later drains re-read them only when a thread not known yet shows up.
@@ -279,7 +282,7 @@ class PythonCollector(Collector):
             return
         self._thread_states = ts
         for t in self.targets.values():
-            t.proc.reader.set_thread_states(ts)
+            t.proc.reader.set_thread_states(ts if t.host_tids else None)
 
     def _follow_children(self) -> None:
         import psutil
@@ -387,6 +390,14 @@ def _concat(batches: List[RawBatch]) -> RawBatch:
         missed=sum(b.missed for b in batches),
         late=sum(b.late for b in batches),
     )
+
+
+def _same_pid_namespace(pid: int) -> bool:
+    """Whether ``pid`` lives in this process's PID namespace (so its tids are ours)."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return False
 
 
 def _thread_cpu_total() -> float:

@@ -321,3 +321,50 @@ def test_record_with_offcpu_takes_idle_states_from_the_table(
     text = out.read_text()
     for name in ("sleeper", "receiver"):
         assert f"({target.tids[name]})>" in text and f"{name}" in text, name
+
+
+def test_targets_in_another_pid_namespace_do_not_use_the_table(target: _Target) -> None:
+    require_bpf()
+    from hostprof.collectors.offcpu import OffCpuCollector
+    from hostprof.collectors.python import PythonCollector
+
+    # GIVEN a target in its own PID namespace (its interpreter numbers threads 1, 2, ...,
+    # while the sched_switch table is keyed by host tids) next to one in ours
+    unshare = subprocess.Popen(
+        [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            PYENV_PYTHON,
+            "-u",
+            "-c",
+            textwrap.dedent(TARGET),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    off = OffCpuCollector.probe([target.pid])
+    py = None
+    try:
+        line = unshare.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("READY"), line
+        with open(f"/proc/{unshare.pid}/task/{unshare.pid}/children") as f:
+            (inner,) = map(int, f.read().split())
+        off.start()
+        py = PythonCollector.probe([target.pid, inner], rate=200, idle=True)
+        # WHEN both are sampled while the offcpu collector runs
+        py.start()
+        _sample([py], 0.75)
+        stats = {pid: t.proc.reader.stats() for pid, t in py.targets.items()}
+    finally:
+        if py is not None:
+            py.close()
+        off.stop()
+        unshare.kill()
+        unshare.wait(timeout=10)
+    print({pid: (s["state_hits"], s["os_reads"]) for pid, s in stats.items()})
+    # THEN only the target in our namespace takes thread states from the table
+    assert stats[target.pid]["state_hits"] > 0
+    assert stats[inner]["state_hits"] == 0 and stats[inner]["samples"] > 0
