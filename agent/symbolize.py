@@ -34,8 +34,11 @@ from hostprof._errors import HostprofError
 from hostprof._errors import ProcessGoneError
 from hostprof.model import Frame
 from hostprof.model import FrameKind
+from hostprof.native import _bpfmaps
 
 UNKNOWN = "[unknown]"
+MAX_RESOLVED = 32768
+"""Resolved addresses cached per process before its cache starts over."""
 IDLE_EPOCHS = 16
 """Drains after which the cached maps of a process not seen since are dropped."""
 NOT_MAPPED = Frame("[not mapped]", "", 0, FrameKind.NATIVE)
@@ -91,6 +94,7 @@ class _ProcessMaps:
         maps = read_exec_maps(pid)
         self.maps = maps
         self.objects: Dict[int, Optional[_Object]] = {}  # mapping index -> its object
+        self.resolved: Dict[int, Frame] = {}  # looked-up address -> frame (see user_frames_multi)
         self.starts = np.array([m.start for m in maps], dtype=np.uint64)
         self.ends = np.array([m.end for m in maps], dtype=np.uint64)
 
@@ -101,40 +105,16 @@ class _ProcessMaps:
         return np.where(ok, i, -1)
 
 
-class _ProcmapQuery(ctypes.Structure):
-    # struct procmap_query from <linux/fs.h> (Linux 6.11+; UAPI, stable layout).
-    _fields_ = [
-        ("size", ctypes.c_uint64),
-        ("query_flags", ctypes.c_uint64),
-        ("query_addr", ctypes.c_uint64),
-        ("vma_start", ctypes.c_uint64),
-        ("vma_end", ctypes.c_uint64),
-        ("vma_flags", ctypes.c_uint64),
-        ("vma_page_size", ctypes.c_uint64),
-        ("vma_offset", ctypes.c_uint64),
-        ("inode", ctypes.c_uint64),
-        ("dev_major", ctypes.c_uint32),
-        ("dev_minor", ctypes.c_uint32),
-        ("vma_name_size", ctypes.c_uint32),
-        ("build_id_size", ctypes.c_uint32),
-        ("vma_name_addr", ctypes.c_uint64),
-        ("build_id_addr", ctypes.c_uint64),
-    ]
-
-
-# _IOWR('f', 17, struct procmap_query)
-PROCMAP_QUERY = (3 << 30) | (ctypes.sizeof(_ProcmapQuery) << 16) | (ord("f") << 8) | 17
-PROCMAP_QUERY_VMA_EXECUTABLE = 0x04
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
 class _QueriedMaps:
-    """The executable mappings of one process, looked up address by address with the
-    PROCMAP_QUERY ioctl on /proc/PID/maps (Linux 6.11+), which also returns the build-id.
+    """The executable mappings of one process, looked up with the PROCMAP_QUERY ioctl on
+    /proc/PID/maps (Linux 6.11+), which also returns the build-id.
 
     A process with a thousand mappings costs a few queries of microseconds instead of a
     full maps read of milliseconds; on hosts that start many processes that is most of the
-    symboliser's time. Found mappings are cached; misses are cached per address.
+    symboliser's time. The queries run in one C loop per call
+    (:func:`hostprof.native._bpfmaps.procmap_find`), one ioctl per mapping or gap between
+    mappings rather than per address. Found mappings are cached; misses are cached per
+    address.
     """
 
     def __init__(self, pid: int, epoch: int) -> None:
@@ -146,13 +126,11 @@ class _QueriedMaps:
         self.maps: List[procmaps.Mapping] = []
         self.build_ids: Dict[int, str] = {}  # mapping index -> build-id hex
         self.objects: Dict[int, Optional[_Object]] = {}
+        self.resolved: Dict[int, Frame] = {}  # looked-up address -> frame (see user_frames_multi)
         self._starts: List[int] = []
         self._ends: List[int] = []
         self._misses: set = set()
         self._sorted: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None
-        self._q = _ProcmapQuery()
-        self._name = ctypes.create_string_buffer(4096)
-        self._bid = ctypes.create_string_buffer(64)
 
     def _cached(self, addrs: np.ndarray) -> np.ndarray:
         if not self._starts:
@@ -162,7 +140,7 @@ class _QueriedMaps:
             # only candidate. (An address x mapping comparison matrix cost most of a drain's
             # CPU for processes with thousands of executable mappings, such as JITs.)
             starts = np.asarray(self._starts, dtype=np.uint64)
-            order = np.argsort(starts, kind="stable")
+            order = np.argsort(starts)
             ends = np.asarray(self._ends, dtype=np.uint64)[order]
             self._sorted = (starts[order], ends, order.astype(np.int64))
         starts, ends, order = self._sorted
@@ -173,52 +151,36 @@ class _QueriedMaps:
     def find(self, addrs: np.ndarray) -> np.ndarray:
         """Index (into ``maps``) of the executable mapping holding each address, or -1."""
         idx = self._cached(addrs)
-        missing = sorted({int(a) for a in addrs[idx < 0].tolist()} - self._misses)
-        if not missing:
+        if (idx >= 0).all():
+            return idx
+        missing = np.unique(addrs[idx < 0])  # sorted, as procmap_find wants
+        if self._misses:
+            missing = missing[[int(a) not in self._misses for a in missing.tolist()]]
+        if not len(missing):
             return idx
         try:
             fd = os.open(f"/proc/{self.pid}/maps", os.O_RDONLY)
         except OSError:
             return idx
         try:
-            q = self._q
-            found: List[Tuple[int, int]] = []
-            for addr in missing:
-                if any(s <= addr < e for s, e in found):
-                    continue  # covered by a mapping found for an earlier address
-                q.size = ctypes.sizeof(_ProcmapQuery)
-                q.query_flags = PROCMAP_QUERY_VMA_EXECUTABLE
-                q.query_addr = addr
-                q.vma_name_size = len(self._name)
-                q.vma_name_addr = ctypes.addressof(self._name)
-                q.build_id_size = len(self._bid)
-                q.build_id_addr = ctypes.addressof(self._bid)
-                if _libc.ioctl(fd, PROCMAP_QUERY, ctypes.byref(q)) != 0:
-                    self._misses.add(addr)
-                    continue
-                perms = "r" if q.vma_flags & 1 else "-"
-                perms += ("w" if q.vma_flags & 2 else "-") + "x"
-                perms += "s" if q.vma_flags & 8 else "p"
-                name = self._name.value.decode("utf-8", "replace") if q.vma_name_size else ""
-                self.maps.append(
-                    procmaps.Mapping(
-                        q.vma_start,
-                        q.vma_end,
-                        perms,
-                        q.vma_offset,
-                        f"{q.dev_major:02x}:{q.dev_minor:02x}",
-                        q.inode,
-                        name,
-                    )
-                )
-                if q.build_id_size:
-                    self.build_ids[len(self.maps) - 1] = self._bid.raw[: q.build_id_size].hex()
-                self._starts.append(q.vma_start)
-                self._ends.append(q.vma_end)
-                found.append((q.vma_start, q.vma_end))
-                self._sorted = None
+            which, vmas = _bpfmaps.procmap_find(fd, missing)
+        except OSError:
+            return idx  # exited meanwhile: what was found stays
         finally:
             os.close(fd)
+        for start, end, offset, inode, flags, major, minor, name, bid in vmas:
+            perms = ("r" if flags & 1 else "-") + ("w" if flags & 2 else "-") + "x"
+            perms += "s" if flags & 8 else "p"
+            self.maps.append(
+                procmaps.Mapping(start, end, perms, offset, f"{major:02x}:{minor:02x}", inode, name)
+            )
+            if bid:
+                self.build_ids[len(self.maps) - 1] = bid
+            self._starts.append(start)
+            self._ends.append(end)
+        if vmas:
+            self._sorted = None
+        self._misses.update(missing[which < 0].tolist())
         if len(self._misses) > 65536:
             self._misses.clear()
         return self._cached(addrs)
@@ -230,7 +192,7 @@ def procmap_query_works() -> bool:
     if _PROCMAP_QUERY_OK is None:
         try:
             probe = _QueriedMaps(os.getpid(), 0)
-            fn = ctypes.cast(_libc.ioctl, ctypes.c_void_p).value or 0
+            fn = ctypes.cast(ctypes.CDLL(None).ioctl, ctypes.c_void_p).value or 0
             _PROCMAP_QUERY_OK = bool((probe.find(np.array([fn], dtype=np.uint64)) >= 0).all())
         except Exception:  # any failure means: use the full maps read
             _PROCMAP_QUERY_OK = False
@@ -455,48 +417,130 @@ class Symbolizer:
         """
         a = np.asarray(addrs, dtype=np.uint64)
         is_caller = np.arange(len(a)) > 0 if callers is None else np.asarray(callers, dtype=bool)
-        pm = self._maps(pid)
-        idx = pm.find(a) if pm is not None else np.full(len(a), -1)
-        if pm is not None and isinstance(pm, _ProcessMaps) and (idx < 0).any():
-            # A library loaded after we read the maps: re-read once.
-            pm = self._maps(pid, refresh=True)
-            idx = pm.find(a) if pm is not None else idx
+        return self.user_frames_multi(np.full(len(a), pid, dtype=np.int64), a, is_caller)
+
+    def _mapping_object(self, pm: Any, mi: int) -> Optional[_Object]:
+        """The object behind mapping ``mi`` of a process (cached on the process)."""
+        if mi in pm.objects:
+            return pm.objects[mi]
+        if not pm.maps[mi].is_file:
+            pm.objects[mi] = None  # [vdso], anonymous JIT code: no file to read symbols from
+            return None
+        bid = getattr(pm, "build_ids", {}).get(mi)
+        if bid and bid in self._objects:
+            obj = self._objects[bid]  # known by build-id: no need to open it
+        else:
+            obj = self._object(pm.pid, pm.maps[mi])
+        pm.objects[mi] = obj
+        return obj
+
+    def user_frames_multi(
+        self, pids: np.ndarray, addrs: np.ndarray, callers: np.ndarray
+    ) -> List[Frame]:
+        """User frames for addresses of several processes (``pids[i]`` owns ``addrs[i]``).
+
+        A drain resolves all its new stacks in one call: mappings are found per process, then
+        the symbol lookups run once per object (one ``searchsorted`` for every address in
+        libc, whichever processes they came from) instead of once per process and mapping.
+        ``callers`` marks return addresses, which are looked up at ``addr-1`` so a call that
+        is the last instruction of a function is not charged to the next.
+        """
+        a = np.asarray(addrs, dtype=np.uint64)
+        p = np.asarray(pids, dtype=np.int64)
+        n = len(a)
         # Outside every executable mapping of a live process, an address cannot be a real
         # return address: it is a garbage caller frame from a frame-pointer walk through code
         # built without frame pointers. Such frames are marked NOT_MAPPED for callers to drop.
-        fill = NOT_MAPPED if pm is not None else Frame(UNKNOWN, "", 0, FrameKind.NATIVE)
-        out: List[Frame] = [fill] * len(a)
-        if pm is not None:
-            for mi in np.unique(idx[idx >= 0]).tolist():
-                sel = np.flatnonzero(idx == mi)
-                m = pm.maps[mi]
-                if mi in pm.objects:
-                    obj = pm.objects[mi]
+        out: List[Frame] = [NOT_MAPPED] * n
+        if not n:
+            return out
+        adj = a - np.asarray(callers, dtype=bool).astype(np.uint64)
+        # Per address: the (object, frame name) group it belongs to and its file offset.
+        group = np.full(n, -1, dtype=np.int64)
+        offs = np.zeros(n, dtype=np.uint64)
+        groups: List[Tuple[Optional[_Object], str]] = []
+        group_of: Dict[Tuple[int, str], int] = {}
+        pending: List[Tuple[Dict[int, Frame], np.ndarray, bool]] = []  # caches to fill
+        order = np.argsort(p, kind="stable")
+        sp = p[order]
+        cuts = np.flatnonzero(sp[1:] != sp[:-1]) + 1
+        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), n]):
+            sel = order[lo:hi]
+            pid = int(sp[lo])
+            pm = self._maps(pid)
+            if pm is None:
+                gone = Frame(UNKNOWN, "", 0, FrameKind.NATIVE)  # exited: maps unknown
+                for j in sel.tolist():
+                    out[j] = gone
+                continue
+            # Addresses this process already resolved (hot loops recur drain after drain)
+            # need no mapping or symbol lookup. Keys are the looked-up addresses (addr-1 for
+            # return addresses); NOT_MAPPED results are cached too.
+            resolved = pm.resolved
+            todo = []
+            for j, x in zip(sel.tolist(), adj[sel].tolist()):
+                f = resolved.get(x)
+                if f is None:
+                    todo.append(j)
                 else:
-                    bid = getattr(pm, "build_ids", {}).get(mi)
-                    if bid and bid in self._objects:
-                        obj = self._objects[bid]  # known by build-id: no need to open it
-                    else:
-                        obj = self._object(pid, m)
-                    pm.objects[mi] = obj
-                name = m.basename
-                if obj is None:
-                    for j in sel.tolist():
-                        out[j] = Frame(UNKNOWN, name, 0, FrameKind.NATIVE)
+                    out[j] = f
+            if not todo:
+                continue
+            if len(resolved) > MAX_RESOLVED:
+                resolved.clear()  # bounded: a JIT or a huge binary keeps bringing new ones
+            sel = np.asarray(todo, dtype=np.int64)
+            pending.append((resolved, sel, isinstance(pm, _QueriedMaps)))
+            pa = a[sel]
+            idx = pm.find(pa)
+            if isinstance(pm, _ProcessMaps) and (idx < 0).any():
+                # A library loaded after we read the maps: re-read once.
+                pm = self._maps(pid, refresh=True)
+                if pm is None:
                     continue
-                # Return addresses point after the call: look up addr-1 for caller frames, so
-                # a call that is the last instruction of a function is not charged to the next.
-                adj = a[sel] - is_caller[sel].astype(np.uint64)
-                offs = adj - np.uint64(m.start) + np.uint64(m.offset)
-                vaddrs = obj.file_to_vaddr(offs)
-                hits = obj.functions.lookup_many(vaddrs)
-                names = obj.functions.names
-                for j, h in zip(sel.tolist(), hits.tolist()):
-                    out[j] = self._native_frame(names[h] if h >= 0 else UNKNOWN, name)
-        not_mapped = sum(1 for f in out if f is NOT_MAPPED)
+                idx = pm.find(pa)
+            hit = idx >= 0
+            if not hit.any():
+                continue
+            mis = np.unique(idx[hit]).tolist()
+            gid = np.empty(len(mis), dtype=np.int64)
+            base = np.empty(len(mis), dtype=np.uint64)  # file offset minus mapping start
+            for k, mi in enumerate(mis):
+                m = pm.maps[mi]
+                obj = self._mapping_object(pm, mi)
+                key = (id(obj), m.basename)
+                g = group_of.get(key)
+                if g is None:
+                    g = group_of[key] = len(groups)
+                    groups.append((obj, m.basename))
+                gid[k] = g
+                base[k] = (m.offset - m.start) & 0xFFFF_FFFF_FFFF_FFFF  # wraps back in the sum
+            pos = np.searchsorted(np.asarray(mis, dtype=np.int64), idx[hit])
+            where = sel[hit]
+            group[where] = gid[pos]
+            offs[where] = adj[where] + base[pos]
+        # One symbol lookup per object over the addresses of every process.
+        for g, (obj, name) in enumerate(groups):
+            at = np.flatnonzero(group == g).tolist()
+            if obj is None:
+                unknown = self._native_frame(UNKNOWN, name)
+                for j in at:
+                    out[j] = unknown
+                continue
+            hits = obj.functions.lookup_many(obj.file_to_vaddr(offs[at])).tolist()
+            names = obj.functions.names
+            for j, h in zip(at, hits):
+                out[j] = self._native_frame(names[h] if h >= 0 else UNKNOWN, name)
+        for resolved, sel, misses_final in pending:
+            for j, x in zip(sel.tolist(), adj[sel].tolist()):
+                # A maps-file reader re-reads the maps for an address it could not place,
+                # so only PROCMAP_QUERY's misses (cached there too) are cached as NOT_MAPPED.
+                if misses_final or out[j] is not NOT_MAPPED:
+                    resolved[x] = out[j]
+        # Counted by identity: Frame's dataclass __eq__ runs Python code per comparison.
+        not_mapped = [f is NOT_MAPPED for f in out].count(True)
         self.not_mapped += not_mapped
-        self.frames += len(out) - not_mapped
-        self.unknown += sum(1 for f in out if f.function == UNKNOWN)
+        self.frames += n - not_mapped
+        self.unknown += [f.function is UNKNOWN for f in out].count(True)
         return out
 
     def _native_frame(self, function: str, obj: str) -> Frame:

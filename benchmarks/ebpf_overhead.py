@@ -3,7 +3,9 @@
 Measures, each in a fresh process so numbers do not leak between cases:
 
 1. agent CPU for host-wide ``cpu`` at 99 Hz, draining and symbolising every second
-   (target: <= 0.5 % of one core);
+   (target: <= 0.5 % of one core), under a defined host activity (HOST_ACTIVITY: three
+   duty-cycled busy processes of different binaries, and ``--churn`` short-lived processes a
+   second from six binaries) on top of whatever else the machine runs;
 2. compile + load time of each collector's BPF program;
 3. agent RSS (after 5 s, and peak) with all four collectors running host-wide (target: <= 150 MiB);
 4. target slowdown (CPU time) on syscall-heavy loops (1-byte os.read from /dev/zero, about
@@ -32,6 +34,7 @@ from typing import Optional
 PY = sys.executable
 BEFORE_ROOT = ""  # a --before revision's package tree (see _before_tree)
 RAW = False  # --raw: print each agent's JSON result
+PROFILE = False  # --profile: print the host-wide cpu agents' cProfile tables
 
 # Run first in a "before" agent: hostprof is imported from BEFORE_ROOT instead of the
 # editable install of the working tree.
@@ -43,9 +46,9 @@ sys.path.insert(0, {root!r})
 """
 
 CPU_AGENT = """
-import json, sys, time
+import json, os, sys, time
 from hostprof.collectors.cpu import CpuCollector
-pids = [int(p) for p in sys.argv[2].split(",")] if len(sys.argv) > 2 else None
+pids = [int(p) for p in sys.argv[2].split(",")] if len(sys.argv) > 2 and sys.argv[2] else None
 c = CpuCollector.probe(pids, frequency=99)
 s0 = time.process_time()
 c.start()
@@ -57,7 +60,12 @@ for _ in range(3):
     time.sleep(1.0)
     c.drain()
 warmup_cpu = time.process_time() - c0
-t0, c0 = time.monotonic(), time.process_time()
+prof = None
+if len(sys.argv) > 3 and sys.argv[3]:  # --profile: cProfile in CPU time, steady state only
+    import cProfile
+    prof = cProfile.Profile(time.process_time)
+    prof.enable()
+t0, c0, s0 = time.monotonic(), time.process_time(), os.times().system
 seen = set()
 rows = 0
 while time.monotonic() - t0 < seconds:
@@ -66,13 +74,19 @@ while time.monotonic() - t0 < seconds:
     rows += len(b)
     seen |= set(b.pid.tolist())
 cpu = time.process_time() - c0
+sys_cpu = os.times().system - s0
 wall = time.monotonic() - t0
 st = c.stats()
 c.stop()
-print(json.dumps({"cpu_share": cpu / wall, "warmup_cpu": warmup_cpu, "rows": rows / wall,
+print(json.dumps({"cpu_share": cpu / wall, "sys_share": sys_cpu / wall,
+                  "warmup_cpu": warmup_cpu, "rows": rows / wall,
                   "start_cpu": start_cpu,
                   "pids": len(seen) / wall, "unknown": st["unknown_frame_share"],
                   "compile_s": st["compile_s"]}))
+if len(sys.argv) > 3 and sys.argv[3]:
+    import pstats
+    prof.disable()
+    pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(30)
 """
 
 ALL_AGENT = """
@@ -155,6 +169,90 @@ while True:
 """
 
 
+# A defined host activity for the host-wide cpu case, so its figure can be compared across
+# runs (the machine's own activity still adds to it; the table reports both):
+# - three long-lived processes of different binaries, each busy for 25 ms of every 100 ms:
+#   pyenv's python (libpython), Debian's static python3.11 in zlib (libz), perl;
+# - CHURN short-lived processes a second, rotating through six binaries, each running about
+#   20-30 ms of CPU (a few samples each at 99 Hz), so every one brings a new pid, new maps
+#   and new stacks to symbolise, like a host running cron jobs, health checks and scripts.
+HOST_ACTIVITY = """
+import json, os, signal, subprocess, sys, time
+rate = float(sys.argv[1])
+DUTY = ("import time\\nwhile True:\\n    t = time.monotonic()\\n"
+        "    while time.monotonic() - t < 0.025:\\n        {}\\n    time.sleep(0.075)")
+busy = [
+    [sys.executable, "-c", DUTY.format("sum(i * i for i in range(2000))")],
+    ["/usr/bin/python3.11", "-c",
+     "import zlib\\ndata = bytes(range(256)) * 256\\n" + DUTY.format("zlib.compress(data, 6)")],
+    ["perl", "-MTime::HiRes=time,sleep", "-e",
+     "while (1) { my $t = time; while (time - $t < 0.025) { my $s = 0; $s += $_ for 1..2000 }"
+     " sleep 0.075 }"],
+]
+CHURN = [
+    ["gzip", "-1", "-c", "/usr/bin/bash"],
+    ["sha256sum", "/usr/bin/bash", "/usr/bin/perl", "/usr/bin/python3.11"],
+    ["awk", "BEGIN{for(i=0;i<2000000;i++)s+=i}"],
+    ["perl", "-e", "for(1..1000000){$s+=$_}"],
+    ["/usr/bin/python3.11", "-c", "sum(i*i for i in range(300000))"],
+    ["sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"],
+]
+out = subprocess.DEVNULL
+procs = [subprocess.Popen(c, stdout=out, stderr=out) for c in busy]
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+print("READY", flush=True)
+t0 = time.monotonic()
+spawned, children = 0, []
+while not stop:
+    if rate > 0:
+        children.append(subprocess.Popen(CHURN[spawned % len(CHURN)], stdout=out, stderr=out))
+        spawned += 1
+    children = [c for c in children if c.poll() is None]
+    time.sleep(max(0.0, t0 + spawned / rate - time.monotonic()) if rate > 0 else 0.1)
+wall = time.monotonic() - t0
+for p in procs + children:
+    p.kill()
+    p.wait()
+print(json.dumps({"spawned_per_s": spawned / wall, "busy": len(busy)}), flush=True)
+"""
+
+
+class HostActivity:
+    """Runs HOST_ACTIVITY for the duration of a ``with`` block; ``result`` holds what it
+    actually spawned per second."""
+
+    def __init__(self, churn: float) -> None:
+        self.churn = churn
+        self.result: Dict = {}
+
+    def __enter__(self) -> HostActivity:
+        self._proc = subprocess.Popen(
+            [PY, "-c", textwrap.dedent(HOST_ACTIVITY), str(self.churn)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        self._proc.stdout.readline()  # READY: the busy processes run
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.terminate()
+        stdout, _ = self._proc.communicate(timeout=30)
+        self.result = json.loads(stdout.strip().splitlines()[-1])
+
+
+def _host_cpu(seconds: float, churn: float, profile: bool) -> List[Dict]:
+    """The cpu collector host-wide under HostActivity; the activity's spawn rate is added to
+    each agent's result."""
+    with HostActivity(churn) as activity:
+        out = _run_side_by_side(CPU_AGENT, str(seconds), "", "1" if profile else "")
+    for r in out:
+        r["spawned_per_s"] = activity.result["spawned_per_s"]
+    return out
+
+
 def _pid_set_cpu(seconds: float) -> List[Dict]:
     """The cpu collector on 4 long-lived busy processes (a pid set): no process churn."""
     busy = [subprocess.Popen([PY, "-c", BUSY]) for _ in range(4)]
@@ -231,13 +329,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument(
         "--before",
         metavar="REV",
-        help="also run the syscalls.bpf.c of this git revision, side by side",
+        help="also run this git revision's agent side by side (cpu: at the same time)",
     )
     ap.add_argument("--raw", action="store_true", help="print each agent's result on stderr")
+    ap.add_argument(
+        "--churn",
+        type=float,
+        default=5.0,
+        help="short-lived processes spawned per second during the host-wide cpu case",
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the host-wide cpu agents under cProfile (CPU time) and print their top "
+        "functions on stderr (the profiler inflates their CPU figure)",
+    )
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
-    global BEFORE_ROOT, RAW
+    global BEFORE_ROOT, RAW, PROFILE
     RAW = args.raw
+    PROFILE = args.profile
     if args.before:
         BEFORE_ROOT = _before_tree(args.before)
     try:
@@ -303,6 +414,8 @@ def _result(proc: subprocess.Popen) -> Dict:
     if proc.returncode:
         raise RuntimeError(f"agent failed: {stderr[-2000:]}")
     line = stdout.strip().splitlines()[-1]
+    if PROFILE and stderr.strip():
+        print(stderr, file=sys.stderr)
     if RAW:
         print(line, file=sys.stderr)
     return json.loads(line)
@@ -325,6 +438,11 @@ def _cpu_rows(cpu_runs: List[Dict], pid_runs: List[Dict]) -> List[tuple]:
             "agent CPU, host-wide cpu @99 Hz incl. symbolisation (steady)",
             f"{100 * med(r['cpu_share'] for r in cpu_runs):.2f} % of a core",
             "<= 0.5 %",
+        ),
+        (
+            "  host activity: 3 busy processes (25 % duty) + short-lived processes/s",
+            f"{med(r.get('spawned_per_s', 0.0) for r in cpu_runs):.1f} /s",
+            "defined (--churn)",
         ),
         (
             "  start() CPU: compile, load (+ kallsyms: now read at start)",
@@ -388,7 +506,7 @@ def _run(args: argparse.Namespace, only: set) -> int:
     pid: List[List[Dict]] = []
     rss: List[List[Dict]] = []
     for _ in runs if "cpu" in only else ():
-        cpu.append(_run_side_by_side(CPU_AGENT, str(args.seconds)))
+        cpu.append(_host_cpu(args.seconds, args.churn, args.profile))
         pid.append(_pid_set_cpu(args.seconds))
     for _ in runs if "rss" in only else ():
         rss.append(_run_side_by_side(ALL_AGENT, str(min(args.seconds, 5.0)), concurrent=False))
@@ -412,6 +530,18 @@ def _run(args: argparse.Namespace, only: set) -> int:
         rows += _merge_columns(
             [_cpu_rows([r[v] for r in cpu], [r[v] for r in pid]) for v in versions]
         )
+        if BEFORE_ROOT:
+            # Per run, both agents saw the same host activity: their ratio is the comparable
+            # figure when the machine's own load moves between runs.
+            ratios = [r[0]["cpu_share"] / r[1]["cpu_share"] for r in cpu if r[1]["cpu_share"]]
+            rows.append(
+                (
+                    "agent CPU host-wide, now / before (median of per-run ratios)",
+                    f"{med(ratios):.2f}x",
+                    "",
+                    " ".join(f"{x:.2f}" for x in ratios),
+                )
+            )
     if rss:
         rows += _merge_columns([_rss_rows([r[v] for r in rss]) for v in versions])
     for kind in kinds if "syscalls" in only else ():

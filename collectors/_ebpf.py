@@ -36,6 +36,7 @@ from hostprof.collectors import _kernel
 from hostprof.collectors import _kheaders
 from hostprof.model import Frame
 from hostprof.model import FrameKind
+from hostprof.native import _bpfmaps
 
 HERE = Path(__file__).resolve().parent
 STAT_NAMES = ("collisions", "no_stack", "map_full", "events", "orphans", "short")
@@ -174,8 +175,9 @@ def add_pids(bpf: Any, pids: Iterable[int]) -> None:
 
 def read_stats(bpf: Any) -> Dict[str, int]:
     """The hp_stats counters of a program (totals since load)."""
-    table = bpf["hp_stats"]
-    return {name: int(table[ctypes.c_int(i)].value) for i, name in enumerate(STAT_NAMES)}
+    # One C loop of lookups: bcc's table[] builds ctypes key and leaf objects per entry.
+    values = _bpfmaps.read_u64_array(bpf["hp_stats"].map_fd, len(STAT_NAMES)).tolist()
+    return dict(zip(STAT_NAMES, values))
 
 
 DRAIN_CHUNK = 1024
@@ -225,10 +227,22 @@ def numpy_dtype(ctype: Any) -> np.dtype:
     return np.dtype(ctype)
 
 
+_DTYPES: Dict[Tuple[Any, Any], Tuple[np.dtype, np.dtype]] = {}
+
+
+def _table_dtypes(table: Any) -> Tuple[np.dtype, np.dtype]:
+    """numpy dtypes of a table's key and value types, built once per type pair."""
+    types = (table.Key, table.Leaf)
+    dts = _DTYPES.get(types)
+    if dts is None:
+        dts = _DTYPES[types] = (numpy_dtype(table.Key), numpy_dtype(table.Leaf))
+    return dts
+
+
 def drain_arrays(table: Any) -> Tuple[np.ndarray, np.ndarray]:
     """Like :func:`drain_map`, as numpy arrays (keys, values) of the map's key and value
     types: a drain of thousands of rows then needs no Python object per field."""
-    kt, vt = numpy_dtype(table.Key), numpy_dtype(table.Leaf)
+    kt, vt = _table_dtypes(table)
     release_idle_compiler()
     try:
         chunks = _drain_chunks(table)
@@ -358,8 +372,13 @@ class StackMap:
         return ips[:n].tolist()
 
     def prefetch(self, user: Iterable[Tuple[int, int]], kernel: Iterable[int]) -> None:
-        """Resolves every not-yet-cached stack in one symbolizer call per process (numpy
-        overhead is per call, so batching matters when a drain brings many new stacks)."""
+        """Resolves every not-yet-cached stack: the stacks are read in one C loop, and the
+        user ones symbolised in one call for all processes when the symbolizer can
+        (``user_frames_multi``); numpy overhead is per call, so batching matters when a
+        drain brings many new stacks."""
+        if hasattr(self._sym, "user_frames_multi"):
+            self._prefetch_bulk(user, kernel)
+            return
         by_pid: Dict[int, List[Tuple[int, List[int]]]] = {}
         for pid, sid in set(user):
             if sid < 0 or (pid, sid) in self._user:
@@ -389,6 +408,40 @@ class StackMap:
             for sid, addrs in kstacks:
                 self._kernel[sid] = tuple(reversed(frames[pos : pos + len(addrs)]))
                 pos += len(addrs)
+
+    def _prefetch_bulk(self, user: Iterable[Tuple[int, int]], kernel: Iterable[int]) -> None:
+        want_u = [(p, s) for p, s in set(user) if s >= 0 and (p, s) not in self._user]
+        want_k = [s for s in set(kernel) if s >= 0 and s not in self._kernel]
+        ids = sorted({s for _, s in want_u} | set(want_k))
+        if not ids:
+            return
+        addrs, lens = _bpfmaps.read_stacks(self._fd, ids, len(self._ips))
+        ends = np.cumsum(np.maximum(lens, 0)).tolist()
+        span = {sid: (e - n, e) for sid, n, e in zip(ids, lens.tolist(), ends) if n >= 0}
+        # Missing ids (swept meanwhile) stay uncached: user()/kernel() count them evicted.
+        want_u = [(p, s) for p, s in want_u if s in span]
+        if want_u:
+            pieces = [span[s] for _, s in want_u]
+            sizes = [hi - lo for lo, hi in pieces]
+            flat = np.concatenate([addrs[lo:hi] for lo, hi in pieces])
+            owner = np.repeat(np.asarray([p for p, _ in want_u], dtype=np.int64), sizes)
+            first = np.repeat(np.cumsum([0, *sizes[:-1]]), sizes)
+            callers = np.arange(len(flat)) != first  # all but each stack's leaf
+            frames = self._sym.user_frames_multi(owner, flat, callers)
+            pos = 0
+            for key, size in zip(want_u, sizes):
+                self._user[key] = _collapse_unknown(tuple(reversed(frames[pos : pos + size])))
+                pos += size
+        want_k = [s for s in want_k if s in span]
+        if want_k:
+            frames = self._sym.kernel_frames(
+                np.concatenate([addrs[span[s][0] : span[s][1]] for s in want_k])
+            )
+            pos = 0
+            for sid in want_k:
+                size = span[sid][1] - span[sid][0]
+                self._kernel[sid] = tuple(reversed(frames[pos : pos + size]))
+                pos += size
 
     def kernel(self, stack_id: int) -> Tuple[Frame, ...]:
         """Kernel frames of a stack id, root first (empty for a negative id)."""
@@ -438,11 +491,8 @@ class StackMap:
             present = self._known
         gone = [sid for sid in present if sid not in protect]
         self._known = (self._known | keep) - set(gone)
-        key = self._key
-        for sid in gone:
-            key.value = sid
-            self._delete(self._fd, ctypes.byref(key))  # ENOENT: already gone, fine
         if gone:
+            _bpfmaps.delete_ids(self._fd, gone)  # ENOENT: already gone, fine
             dead = set(gone)
             for sid in dead:
                 self._kernel.pop(sid, None)

@@ -13,8 +13,12 @@ import os
 import time
 from typing import Any
 from typing import Dict
+from typing import List
 from typing import Optional
 from typing import Sequence
+from typing import Tuple
+
+import numpy as np
 
 from hostprof._errors import UsageError
 from hostprof.collectors import _ebpf
@@ -23,6 +27,7 @@ from hostprof.collectors._base import Collector
 from hostprof.collectors._batch import RawBatch
 from hostprof.model import CPU_NS
 from hostprof.model import SAMPLES
+from hostprof.model import Frame
 from hostprof.model import SampleType
 
 SAMPLE_TYPES = (CPU_NS, SAMPLES)
@@ -41,6 +46,91 @@ def stack_map_entries(frequency: int, cpus: int, interval_s: float) -> int:
     want = 16 * 2 * frequency * cpus * max(interval_s, 0.1)
     size = 1 << max(14, int(want - 1).bit_length())
     return min(size, 1 << 18)
+
+
+def count_map_entries(frequency: int, cpus: int, interval_s: float) -> int:
+    """Aggregation map size: room for 4x the samples one drain can bring, each a distinct key
+    at worst (new stacks, time slots); power of two, between 4 Ki and 64 Ki entries.
+
+    Each drain's batched lookup-and-delete walks every bucket of the map, so an oversized map
+    costs kernel time at every drain (64 Ki buckets: about 0.1 ms).
+    """
+    want = 4 * frequency * cpus * max(interval_s, 0.1)
+    size = 1 << max(12, int(want - 1).bit_length())
+    return min(size, 1 << 16)
+
+
+class _FrameTable:
+    """Turns drained rows into a batch's frame table with little Python per row.
+
+    Frames get collector-wide ids. The ids of each user and each kernel stack (frame tuples
+    cached by :class:`hostprof.collectors._ebpf.StackMap`) are cached by the tuple's
+    identity, so a row costs two dict lookups unless its stack is new; a kernel stack shared
+    by many rows is encoded once. A batch then keeps only the frames its rows use,
+    renumbered with numpy.
+    """
+
+    MAX_FRAMES = 200_000
+    """Collector-wide frame ids are dropped and rebuilt past this many (bounded memory)."""
+
+    def __init__(self) -> None:
+        self._frames: List[Frame] = []
+        self._ids: Dict[int, int] = {}  # id(frame) -> id; _frames/_aliases keep it alive
+        self._by_value: Dict[Frame, int] = {}  # equal frames that are distinct objects
+        self._aliases: List[Frame] = []
+        # id(frame tuple) -> (the tuple, which keeps the id from being reused; its ids)
+        self._parts: Dict[int, Tuple[Tuple[Frame, ...], List[int]]] = {}
+        self._previous: Dict[int, Tuple[Tuple[Frame, ...], List[int]]] = {}
+
+    def _encode(self, frames: Tuple[Frame, ...]) -> List[int]:
+        ids, table = self._ids, self._frames
+        out = []
+        for f in frames:
+            fid = ids.get(id(f))
+            if fid is None:
+                # Frame's dataclass __hash__ runs Python code: by value only for new objects.
+                fid = self._by_value.get(f)
+                if fid is None:
+                    fid = self._by_value[f] = len(table)
+                    table.append(f)
+                else:
+                    self._aliases.append(f)
+                ids[id(f)] = fid
+            out.append(fid)
+        return out
+
+    def rows(
+        self, stacks: Any, pids: List[int], ustacks: List[int], kstacks: List[int]
+    ) -> Tuple[List[Frame], np.ndarray, np.ndarray]:
+        """(frames, stack_frames, stack_offsets) of a batch whose row i has the stacks
+        ``(pids[i], ustacks[i], kstacks[i])``, root first."""
+        if len(self._frames) > self.MAX_FRAMES:
+            self.__init__()  # type: ignore[misc]
+        parts, previous = self._parts, self._previous
+        user, kernel = stacks.user, stacks.kernel
+        flat: List[int] = []
+        lengths: List[int] = []
+        for pid, us, ks in zip(pids, ustacks, kstacks):
+            n = 0
+            for part in (user(pid, us), kernel(ks)):
+                hit = parts.get(id(part))
+                if hit is None:
+                    hit = previous.get(id(part))
+                    if hit is None or hit[0] is not part:
+                        hit = (part, self._encode(part))
+                    parts[id(part)] = hit
+                flat.extend(hit[1])
+                n += len(hit[1])
+            lengths.append(n)
+        # Entries used in this drain or the one before survive; older ones go.
+        self._previous, self._parts = parts, {}
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        if not flat:
+            return [], np.empty(0, dtype=np.uint32), offsets
+        used, local = np.unique(np.asarray(flat, dtype=np.int64), return_inverse=True)
+        table = self._frames
+        return [table[g] for g in used.tolist()], local.astype(np.uint32), offsets
 
 
 class CpuCollector(Collector):
@@ -66,6 +156,7 @@ class CpuCollector(Collector):
         self.shift = _ebpf.slot_shift(slot_ns)
         self.cpus = os.cpu_count() or 1
         self.stack_entries = stack_map_entries(self.frequency, self.cpus, interval_s)
+        self.count_entries = count_map_entries(self.frequency, self.cpus, interval_s)
         if symbolizer is None:
             from hostprof.symbolize import Symbolizer
 
@@ -74,6 +165,7 @@ class CpuCollector(Collector):
         self._bpf: Any = None
         self._stacks: Optional[_ebpf.StackMap] = None
         self._names = _ebpf.ThreadNames()
+        self._frame_table = _FrameTable()
         self._reported: Dict[str, int] = {}
         self._stats: Dict[str, float] = {}
 
@@ -93,6 +185,7 @@ class CpuCollector(Collector):
             {
                 "HP_SLOT_SHIFT": self.shift,
                 "HP_STACK_ENTRIES": self.stack_entries,
+                "HP_COUNT_ENTRIES": self.count_entries,
             },
             self.pids,
         )
@@ -123,24 +216,31 @@ class CpuCollector(Collector):
             self.symbolizer.new_epoch()
         keys, counts = _ebpf.drain_arrays(self._bpf["counts"])
         period_ns = 1_000_000_000 // self.frequency
-        builder = _ebpf.BatchBuilder(self.name, self.sample_types)
-        # Columns as Python ints once, instead of ctypes attribute reads per row and field.
         pids = keys["pid"].tolist()
-        tids = keys["tid"].tolist()
         ustacks = keys["ustack"].tolist()
         kstacks = keys["kstack"].tolist()
-        ns = counts.tolist()
-        ts = _ebpf.slot_times(keys["slot"], self.shift).tolist()
         self._stacks.sweep(set(ustacks) | set(kstacks))  # before symbolising: see sweep
         self._stacks.prefetch(zip(pids, ustacks), kstacks)
         evicted_before = self._stacks.evicted
-        user, kernel = self._stacks.user, self._stacks.kernel
-        for pid, tid, us, ks, n, t in zip(pids, tids, ustacks, kstacks, ns, ts):
-            builder.add(user(pid, us) + kernel(ks), (n * period_ns, n), pid, tid, t)
+        frames, stack_frames, stack_offsets = self._frame_table.rows(
+            self._stacks, pids, ustacks, kstacks
+        )
+        n = len(pids)
+        ns = counts.astype(np.int64)
         totals = _ebpf.read_stats(self._bpf)
         delta = {k: totals[k] - self._reported.get(k, 0) for k in totals}
         self._reported = totals
-        batch = builder.build(
+        batch = RawBatch(
+            collector=self.name,
+            sample_types=self.sample_types,
+            frames=frames,
+            stack_frames=stack_frames,
+            stack_offsets=stack_offsets,
+            values=np.stack([ns * period_ns, ns], axis=1).reshape(n, 2),
+            pid=keys["pid"].astype(np.int32),
+            tid=keys["tid"].astype(np.int32),
+            timestamp_ns=_ebpf.slot_times(keys["slot"], self.shift),
+            flags=np.zeros(n, dtype=np.uint8),
             lost=delta["map_full"],
             missed=delta["collisions"] + (self._stacks.evicted - evicted_before),
         )
@@ -161,6 +261,7 @@ class CpuCollector(Collector):
         out = dict(self._stats)
         out.update({k: float(v) for k, v in self._reported.items()})
         out["stack_entries"] = float(self.stack_entries)
+        out["count_entries"] = float(self.count_entries)
         if self._stacks is not None:
             out["evicted"] = float(self._stacks.evicted)
         out["unknown_frame_share"] = self.symbolizer.unknown_share
