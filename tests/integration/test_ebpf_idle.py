@@ -55,10 +55,13 @@ THREADS = ("MainThread", "spinner", "hasher", "sleeper", "receiver")
 BLOCKED = ("MainThread", "sleeper", "receiver")
 
 
+FREE_THREADED = "/var/cache/hostprof/pythons/bin/python3.13t"
+
+
 class _Target:
-    def __init__(self) -> None:
+    def __init__(self, python: str = PYENV_PYTHON) -> None:
         self.proc = subprocess.Popen(
-            [PYENV_PYTHON, "-u", "-c", textwrap.dedent(TARGET)],
+            [python, "-u", "-c", textwrap.dedent(TARGET)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -76,6 +79,23 @@ class _Target:
 @pytest.fixture
 def target() -> Iterator[_Target]:
     t = _Target()
+    try:
+        yield t
+    finally:
+        t.proc.kill()
+        t.proc.wait(timeout=10)
+
+
+@pytest.fixture(params=["3.11", "3.13t"])
+def any_target(request: pytest.FixtureRequest) -> Iterator[_Target]:
+    """pyenv 3.11 (GIL: the holder is never looked up) and free-threaded 3.13t (no GIL:
+    every thread is looked up every tick)."""
+    python = PYENV_PYTHON
+    if request.param == "3.13t":
+        if not os.path.exists(FREE_THREADED):
+            pytest.skip("no free-threaded 3.13t (tools/make-pythons.sh --ft builds it)")
+        python = FREE_THREADED
+    t = _Target(python)
     try:
         yield t
     finally:
@@ -139,8 +159,9 @@ def _sample(collectors: list, seconds: float) -> List[list]:
     return out
 
 
-def test_idle_from_sched_switch_matches_proc_without_proc_reads(target: _Target) -> None:
+def test_idle_from_sched_switch_matches_proc_without_proc_reads(any_target: _Target) -> None:
     require_bpf()
+    target = any_target
     from hostprof.collectors.offcpu import OffCpuCollector
     from hostprof.collectors.python import PythonCollector
     from hostprof.native import _threadstate
