@@ -12,6 +12,8 @@ minimum wall time and the median CPU time (user + system of the child) of:
 * ``hostprof dump --pid PID`` through the console script users run;
 * with ``--before REV``: the dump command of git revision REV and of this tree, both loaded
   the same way (a package tree in a temporary directory, through ``python -c``);
+* this tree's dump under ``python -S`` (no site: dump needs nothing from site-packages), to
+  show what site and the editable install's finder add;
 * ``py-spy dump --pid PID``;
 * the floors: ``python -c pass`` in the venv (site plus the editable install's finder, which
   imports pathlib and importlib.util: a wheel install has no finder), and ``python -S -c
@@ -122,6 +124,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             commands["dump @ this tree"] = [
                 venv_python, "-c", RUN_CLI, str(now), "dump", "--pid", pid,
             ]  # fmt: skip
+        # The same dump without site (dump needs nothing from site-packages): what site.py
+        # and the editable install's finder add to every run of the console script.
+        tree = _package_tree(tmp / "nosite", None)
+        commands["dump, python -S"] = [
+            venv_python, "-S", "-c", RUN_CLI, str(tree), "dump", "--pid", pid,
+        ]  # fmt: skip
         commands["py-spy dump"] = [PYSPY, "dump", "--pid", pid]
         commands["venv python -c pass"] = [venv_python, "-c", "pass"]
         commands["python -S -c pass"] = [BASE_PYTHON, "-S", "-c", "pass"]
