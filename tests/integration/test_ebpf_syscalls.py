@@ -376,3 +376,57 @@ def test_pid_set_beyond_the_first_and_added_later() -> None:
     # THEN each traced process's reads are counted exactly, and the other's not at all
     assert reads == {first.pid: 40000, second.pid: 40000, added.pid: 40000}, (reads, tids)
     assert other.pid not in {int(p) for p in batch.pid.tolist()}
+
+
+# A reader taking one byte at a time from a pipe that the main thread fills with 100 bytes
+# every 5 ms: 99 fast reads, then one that blocks until the next burst, in one run of the same
+# key. The blocking read usually falls between two timed samples of the hot run.
+BURSTS = """
+import json, os, sys, threading, time
+r, w = os.pipe()
+spent = [0.0, 0]
+def reader():
+    for _ in range(60 * 100):
+        t = time.monotonic(); os.read(r, 1); spent[0] += time.monotonic() - t
+        spent[1] += 1
+print("READY", flush=True)
+sys.stdin.readline()
+t = threading.Thread(target=reader)
+t.start()
+for _ in range(60):
+    os.write(w, b"x" * 100)
+    time.sleep(0.005)
+t.join()
+print("RESULT", json.dumps({"tid": t.native_id, "spent": spent[0], "reads": spent[1]}), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_untimed_calls_that_block_are_timed_from_the_switch() -> None:
+    require_bpf()
+    from hostprof.collectors.syscalls import SyscallsCollector
+
+    # GIVEN a hot run of fast reads in which every 100th read blocks for about 5 ms
+    with driven(BURSTS) as t:
+        sysc = SyscallsCollector.probe([t.pid])
+        sysc.start()
+        try:
+            # WHEN the collector times every 16th call of the run
+            t.go()
+            truth = json.loads(t.result())
+            batch = sysc.drain()
+        finally:
+            sysc.stop()
+    n = ns = 0
+    for frames, values, _pid, tid in concat([batch]):
+        if tid == truth["tid"] and frames[-1].function == "<syscall:read>":
+            n += values[0]
+            ns += values[1]
+
+    # THEN every read is counted, and the time in them matches the thread's own measurement
+    # within 5 %: a blocking read that was not timed at entry is timed from the switch, not
+    # charged the fast reads' mean (that would lose most of the 0.3 s)
+    print(n, ns / 1e9, truth, sysc.stats())
+    assert n == truth["reads"] == 6000
+    assert abs(ns / 1e9 - truth["spent"]) <= 0.05 * truth["spent"], (ns, truth)
+    assert sysc.stats()["timed_calls"] < 0.5 * sysc.stats()["calls"]
