@@ -14,7 +14,8 @@ aggregate map that the kernel no longer writes to. The protocol is described at 
 Counts are exact. Latency is measured for every call except inside hot runs (16 calls in a row
 of one thread and syscall within a jiffy), where every ``time_every``-th call is measured and
 the others are charged the measured mean; calls that block are always measured.
-``time_every=1`` measures every call, at about 0.1 us more per syscall (docs/ebpf.md).
+``time_every=1`` measures every call, for about 50-80 ns more per syscall on the benchmark
+machine (docs/ebpf.md).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Tuple
 
 import numpy as np
 
+from hostprof._errors import UsageError
 from hostprof.collectors import _ebpf
 from hostprof.collectors import _kernel
 from hostprof.collectors._base import Collector
@@ -133,7 +135,10 @@ class SyscallsCollector(Collector):
             and charge the others the measured mean; 1 measures every call.
         """
         if int(time_every) < 1:
-            raise ValueError("time_every must be at least 1")
+            raise UsageError(
+                f"syscalls: time_every must be at least 1, not {time_every}",
+                "use 1 to time every call, or N to time every Nth call of a hot run",
+            )
         self.time_every = int(time_every)
         self.pids = None if pids is None else [int(p) for p in pids]
         self.shift = _ebpf.slot_shift(slot_ns)
