@@ -25,7 +25,7 @@ measurement and restored after).
 Usage (root: the table needs the offcpu collector)::
 
     .venv/bin/python benchmarks/sampler_idle_source.py [--rates 100,1000]
-        [--workloads threads_4,native_4,pool_32] [--runs 3] [--duration 3]
+        [--workloads threads_4,native_4,pool_32] [--runs 3] [--duration 3] [--python PATH]
     .venv/bin/python benchmarks/sampler_idle_source.py --kernel [--runs 3] [--duration 3]
 """
 
@@ -92,10 +92,15 @@ def _source(workload: str) -> str:
     return str(bench.WORKLOADS[workload]["source"])
 
 
-def measure(workload: str, rate: int, duration: float, mode: str) -> Dict[str, float]:
+def measure(
+    workload: str, rate: int, duration: float, mode: str, python: str = ""
+) -> Dict[str, float]:
     """One measurement, in this process (call it in a fresh child process)."""
     sys.path.insert(0, str(HERE))
     import sampler_vs_pyspy as bench
+
+    if python:
+        bench.TARGET_PYTHON = python
 
     from hostprof.native.pyprocess import attach
 
@@ -263,6 +268,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--kernel", action="store_true", help="BPF-side cost of the table")
+    parser.add_argument(
+        "--python", default="", help="target interpreter (default: this one), e.g. a 3.13t"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -270,7 +278,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if workload == "kernel":
             print(json.dumps(measure_kernel(rate, args.duration)))
         else:
-            print(json.dumps(measure(workload, rate, args.duration, mode)))
+            print(json.dumps(measure(workload, rate, args.duration, mode, args.python)))
         return 0
     if args.kernel:
         with open("/proc/loadavg") as f:
@@ -281,6 +289,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     with open("/proc/loadavg") as f:
         print(f"load average before: {' '.join(f.read().split()[:3])}")
+    print(f"target interpreter: {args.python or os.path.realpath(sys.executable)}")
     print(
         f"{'workload':10} {'Hz':>5} | {'/proc us/tick':>13} {'table us/tick':>13}  ratio | "
         f"threads/tick | /proc reads/tick (proc -> table) | table hits/tick"
@@ -296,6 +305,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                             __file__,
                             "--duration",
                             str(args.duration),
+                            "--python",
+                            args.python,
                             "--child",
                             json.dumps([workload, rate, mode]),
                         ],
