@@ -109,7 +109,10 @@ class OffCpuCollector(Collector):
 
     @classmethod
     def probe(cls, pids: Optional[Sequence[int]] = None, **options: Any) -> Optional[Collector]:
-        _kernel.check_all(tracepoints=["sched:sched_switch"])
+        tracepoints = ["sched:sched_switch"]
+        if options.get("thread_state_entries") != 0:
+            tracepoints += ["sched:sched_wakeup", "sched:sched_wakeup_new"]
+        _kernel.check_all(tracepoints=tracepoints)
         return cls(pids, **options)
 
     def start(self) -> None:
@@ -136,7 +139,9 @@ class OffCpuCollector(Collector):
                 self._thread_states = _threadstate.ThreadStates(
                     table.map_fd, self.thread_state_entries
                 )
-            except OSError as exc:  # kernel before 5.5 (no BPF_F_MMAPABLE): /proc instead
+            except OSError as exc:
+                # BPF_F_MMAPABLE arrays exist since 5.5 (hostprof needs 5.6+ anyway), but a
+                # security policy may refuse the mapping: the sampling core then reads /proc.
                 self._stats["thread_state_error"] = float(exc.errno or 1)
             else:
                 _threadstate.publish(self._thread_states)
