@@ -86,7 +86,10 @@ def measure(workload: str, rate: int, duration: float, core: Optional[str]) -> D
 
     target = bench.start_target(str(bench.WORKLOADS[workload]["source"]))
     try:
-        reader = attach(target.pid).reader
+        proc = attach(target.pid)
+        reader = proc.reader
+        if hasattr(reader, "reuse_parked_stacks"):  # as PythonCollector sets it
+            reader.reuse_parked_stacks = not proc.free_threaded
         tid: List[int] = []
 
         def run() -> None:
@@ -108,7 +111,7 @@ def measure(workload: str, rate: int, duration: float, core: Optional[str]) -> D
         thread.join()
         ticks = max(s1["ticks"] - s0["ticks"], 1)
         out = {"cpu_us": (c1 - c0) / ticks / 1000}
-        for k in ("reads", "bytes_read", "os_reads"):
+        for k in ("reads", "bytes_read", "os_reads", "frames_reused"):
             if k in s1:
                 out[k] = (s1[k] - s0[k]) / ticks
         return out

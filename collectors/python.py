@@ -201,6 +201,8 @@ class PythonCollector(Collector):
 
     def _add_target(self, proc: PyProcess) -> _Target:
         proc.reader.blocking = self.blocking
+        # With a GIL, a parked thread's frames cannot change until it takes the GIL again.
+        proc.reader.reuse_parked_stacks = not proc.free_threaded
         target = _Target(proc, self.interval_ns)
         if self._thread_states is not None and target.host_tids:
             proc.reader.set_thread_states(self._thread_states)

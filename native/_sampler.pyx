@@ -314,7 +314,8 @@ cdef class Reader:
         stale_codes,
         paused_ns, bytes_read, os_reads (/proc reads), state_hits (thread states taken from
         sched_switch data), state_seeds (/proc reads stored into that table), code_checks
-        (cached code objects re-read to check they were not replaced)."""
+        (cached code objects re-read to check they were not replaced), frames_reused (thread
+        stacks taken from the previous read: no GIL hand-over since)."""
         cdef hp_reader *r = self._get()
         with nogil:
             hp_reader_lock(r)
@@ -326,7 +327,7 @@ cdef class Reader:
                 "errors": s.errors, "busy_ns": s.busy_ns, "stale_codes": s.stale_codes,
                 "paused_ns": s.paused_ns, "bytes_read": s.bytes_read, "os_reads": s.os_reads,
                 "state_hits": s.state_hits, "state_seeds": s.state_seeds,
-                "code_checks": s.code_checks,
+                "code_checks": s.code_checks, "frames_reused": s.frames_reused,
             }
         finally:
             hp_reader_unlock(r)
@@ -341,6 +342,17 @@ cdef class Reader:
     @code_check_interval_ns.setter
     def code_check_interval_ns(self, int64_t value):
         self._get().code_check_ns = value if value > 0 else 0
+
+    @property
+    def reuse_parked_stacks(self):
+        """In :meth:`run`, reuse a thread's previous stack while the GIL's switch_number
+        says no other thread has taken the GIL since it was read (a thread changes its
+        frames only while holding the GIL). Only for builds with a GIL: off by default."""
+        return bool(self._get().gil_reuse)
+
+    @reuse_parked_stacks.setter
+    def reuse_parked_stacks(self, value):
+        self._get().gil_reuse = 1 if value else 0
 
     @property
     def blocking(self):

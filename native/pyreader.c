@@ -179,6 +179,8 @@ static int cread(hp_reader *r, uint64_t addr, void *buf, size_t n) {
  * tick after tick, so most instants then need one syscall. Lines are sorted by address and
  * contiguous ones share one remote iovec (the kernel pins pages per remote iovec). Lines
  * that fail (unmapped since) and everything after them are simply read on demand. */
+static void check_pending_codes(hp_reader *r, const uint8_t *spans, int n_read);
+
 static void prefetch_pages(hp_reader *r) {
     struct iovec local[HP_PAGE_SLOTS], remote[HP_PAGE_SLOTS];
     uint64_t want[HP_PAGE_SLOTS]; /* line address | slot (slots < LINE) */
@@ -193,7 +195,7 @@ static void prefetch_pages(hp_reader *r) {
         while (j > 0 && want[j - 1] > v) { want[j] = want[j - 1]; j--; }
         want[j] = v;
     }
-    if (n < 2) return;
+    if (n < 2 && !r->n_pending) return;
     int nr = 0;
     for (int i = 0; i < n; i++) {
         uint64_t line = want[i] & ~(LINE - 1);
@@ -208,12 +210,31 @@ static void prefetch_pages(hp_reader *r) {
             nr++;
         }
     }
+    /* Code objects due for their periodic check ride along, after the lines (a read stops
+     * at the first unreadable remote range: a freed code object must not cost the lines). */
+    int np = 0;
+    size_t span = (size_t)r->code_span_len;
+    while (np < (int)r->n_pending && n + np < HP_PAGE_SLOTS && nr + np < HP_PAGE_SLOTS) {
+        hp_code *c = &r->codes[r->pending[np]];
+        local[n + np].iov_base = r->pending_spans + (size_t)np * 64;
+        local[n + np].iov_len = span;
+        remote[nr + np].iov_base = (void *)(uintptr_t)(c->addr + (uint64_t)r->code_span_lo);
+        remote[nr + np].iov_len = span;
+        np++;
+    }
     r->stats.reads++;
-    ssize_t got = process_vm_readv(r->pid, local, (unsigned long)n, remote, (unsigned long)nr, 0);
-    if (got <= 0) return;
-    r->stats.bytes_read += (uint64_t)got;
+    r->stats.code_checks += (uint64_t)np;
+    ssize_t got = process_vm_readv(r->pid, local, (unsigned long)(n + np), remote,
+                                   (unsigned long)(nr + np), 0);
+    if (got > 0) r->stats.bytes_read += (uint64_t)got;
     for (int i = 0; i < n && (ssize_t)((i + 1) * LINE) <= got; i++)
         r->page_gen[want[i] & (LINE - 1)] = r->gen;
+    if (np) {
+        ssize_t extra = got - (ssize_t)((size_t)n * LINE);
+        int whole = got < 0 ? -1 : extra < 0 ? -1 : (int)(extra / (ssize_t)span);
+        /* lines that failed: nothing is known of the code objects (-1) */
+        check_pending_codes(r, r->pending_spans, whole > np ? np : whole);
+    }
 }
 
 static int cread_ptr(hp_reader *r, uint64_t addr, uint64_t *out) {
@@ -739,6 +760,10 @@ void hp_reader_free(hp_reader *r) {
     free(r->stat_sig);
     free(r->stat_last);
     free(r->stat_reused);
+    for (uint32_t i = 0; i < r->n_memos; i++) free(r->memos[i].keys);
+    free(r->memos);
+    r->memos = NULL;
+    r->n_memos = r->cap_memos = 0;
     free(r->seized);
     r->seized = NULL;
     r->n_seized = r->cap_seized = 0;
@@ -761,6 +786,43 @@ void hp_reader_free(hp_reader *r) {
 
 /* Walks one thread's frames into r->scratch (leaf first). Returns the depth, or -1 for a torn
  * walk, or CODE_NOMEM (distinct from -1: HP_ERR_NOMEM is also -1). */
+/* Compares a code object's re-read header span with what it held when loaded: unchanged,
+ * it counts as checked now; changed or unreadable (span NULL), it is evicted. Returns 1 when
+ * evicted. */
+static int code_check_span(hp_reader *r, hp_code *c, const uint8_t *span) {
+    c->check_now = 0;
+    c->pending = 0;
+    if (span) {
+        uint64_t name, file, lines;
+        memcpy(&name, span + (r->off.code_name - r->code_span_lo), 8);
+        memcpy(&file, span + (r->off.code_filename - r->code_span_lo), 8);
+        memcpy(&lines, span + (r->off.code_linetable - r->code_span_lo), 8);
+        if (name == c->p_name && file == c->p_file && lines == c->p_lines) {
+            c->checked_ns = r->now_ns;
+            return 0;
+        }
+    }
+    /* Never matches again; a fresh entry is loaded for the address on the next lookup. */
+    c->addr = UINT64_MAX;
+    r->stats.stale_codes++;
+    r->code_epoch++; /* memoised stacks may hold its keys */
+    return 1;
+}
+
+/* Settles the code objects whose checks rode along with the prefetch: the first n_read
+ * spans were read (n_read < 0: the read failed before them); the one after those could not
+ * be read (gone); the rest are checked at the end of this instant. Runs before the walk, so
+ * an evicted code object is simply reloaded when a frame still uses it. */
+static void check_pending_codes(hp_reader *r, const uint8_t *spans, int n_read) {
+    for (uint32_t i = 0; i < r->n_pending; i++) {
+        hp_code *c = &r->codes[r->pending[i]];
+        if ((int)i < n_read) code_check_span(r, c, spans + (size_t)i * 64);
+        else if ((int)i == n_read) code_check_span(r, c, NULL);
+        else { c->pending = 0; c->check_now = 1; }
+    }
+    r->n_pending = 0;
+}
+
 /* Re-reads the headers (name, filename and line-table pointers) of a batch of cached code
  * objects in one process_vm_readv; evicts those that changed or could not be read. */
 #define CHECK_BATCH 64
@@ -785,30 +847,8 @@ static int check_code_batch(hp_reader *r, hp_code **batch, int n) {
      * checked again next instant. */
     ssize_t whole = got > 0 ? got / (ssize_t)len : 0;
     for (int i = 0; i < n; i++) {
-        hp_code *c = batch[i];
-        if (i > whole) {
-            c->check_now = 1;
-            continue;
-        }
-        if (i == whole) {
-            c->addr = UINT64_MAX;
-            r->stats.stale_codes++;
-            stale = 1;
-            continue;
-        }
-        uint64_t name, file, lines;
-        memcpy(&name, spans[i] + (r->off.code_name - r->code_span_lo), 8);
-        memcpy(&file, spans[i] + (r->off.code_filename - r->code_span_lo), 8);
-        memcpy(&lines, spans[i] + (r->off.code_linetable - r->code_span_lo), 8);
-        if (name == c->p_name && file == c->p_file && lines == c->p_lines) {
-            c->checked_ns = r->now_ns;
-            c->check_now = 0;
-        } else {
-            /* Never matches again; a fresh entry is loaded for the address on the re-read. */
-            c->addr = UINT64_MAX;
-            r->stats.stale_codes++;
-            stale = 1;
-        }
+        if (i > whole) batch[i]->check_now = 1;
+        else stale |= code_check_span(r, batch[i], i < whole ? spans[i] : NULL);
     }
     return stale;
 }
@@ -831,7 +871,15 @@ static int validate_codes(hp_reader *r, const uint64_t *keys, uint64_t n_keys,
         hp_code *c = &r->codes[ci];
         if (c->checked_gen == r->gen) continue;
         c->checked_gen = r->gen;
-        if (!c->check_now && period_ns > 0 && r->now_ns - c->checked_ns < period_ns) continue;
+        if (!c->check_now && period_ns > 0) {
+            if (r->now_ns - c->checked_ns < period_ns || c->pending) continue;
+            /* Due: checked with the next instant's prefetch, in the same syscall. */
+            if (r->code_span_len <= 64 && r->n_pending < HP_PENDING_CODES) {
+                c->pending = 1;
+                r->pending[r->n_pending++] = ci;
+                continue;
+            }
+        }
         batch[n++] = c;
         if (n == CHECK_BATCH) {
             int rc = check_code_batch(r, batch, n);
@@ -900,9 +948,17 @@ static int walk_thread(hp_reader *r, uint64_t frame) {
     return depth;
 }
 
-static int read_gil_holder(hp_reader *r, uint64_t *holder) {
+/* Reads the GIL holder (0 when the GIL is free) and, where known, the GIL's switch_number
+ * with the raw last_holder (*switch_no stays 0 when unknown). switch_number follows `locked`
+ * in struct _gil_runtime_state (interval, last_holder, locked, switch_number) in every
+ * CPython since 3.2; take_gil() bumps it whenever a thread other than last_holder takes the
+ * GIL. */
+static int read_gil_holder(hp_reader *r, uint64_t *holder, uint64_t *switch_no,
+                           uint64_t *last_holder) {
     const hp_py_offsets *o = &r->off;
     uint64_t base, at_holder, at_locked;
+    *switch_no = 0;
+    *last_holder = 0;
     if (o->rt_gil_holder >= 0) {
         base = r->runtime_addr;
         at_holder = o->rt_gil_holder;
@@ -922,8 +978,66 @@ static int read_gil_holder(hp_reader *r, uint64_t *holder) {
     int32_t locked = 0;
     if (cread_ptr(r, base + at_holder, holder) != HP_OK) return -1;
     if (cread_i32(r, base + at_locked, &locked) != HP_OK) return -1;
+    *last_holder = *holder;
     if (!locked) *holder = 0;
+    if (r->gil_reuse && at_holder + 8 == at_locked) {
+        uint64_t sw = 0;
+        if (cread_ptr(r, base + ((at_locked + 4 + 7) & ~7ULL), &sw) == HP_OK) *switch_no = sw;
+    }
     return 0;
+}
+
+/* ------------------------------------------------------------------------ parked threads */
+
+/* With a GIL, a thread's Python frames change only while it holds the GIL. If the GIL's
+ * switch_number is the same as when a thread's frames were last read, no thread but
+ * last_holder has taken the GIL since; so every other thread's frames are still the ones
+ * read then, and need not be read again (its thread state still is: the list, the tid).
+ * At 100 Hz each such thread saves the two cold pages of its C-stack frame and data-stack
+ * chunk per instant. Free-threaded builds have no such guarantee: gil_reuse stays 0. */
+static hp_stack_memo *memo_find(hp_reader *r, uint64_t tstate) {
+    for (uint32_t i = 0; i < r->n_memos; i++) {
+        uint32_t k = (r->memo_hint + i) % r->n_memos;
+        if (r->memos[k].tstate == tstate) {
+            r->memo_hint = k + 1;
+            return &r->memos[k];
+        }
+    }
+    return NULL;
+}
+
+static void memo_store(hp_reader *r, uint64_t tstate, uint64_t switch_no, int depth) {
+    hp_stack_memo *m = memo_find(r, tstate);
+    if (!m) {
+        /* Reuse the entry of a thread state not seen for a while, else grow. */
+        for (uint32_t i = 0; i < r->n_memos && !m; i++)
+            if (r->memos[i].seen_tick + 2 < r->tick) m = &r->memos[i];
+        if (!m) {
+            if (r->n_memos == r->cap_memos) {
+                uint32_t cap = r->cap_memos ? r->cap_memos * 2 : 16;
+                if (cap > MAX_THREADS) return;
+                hp_stack_memo *t = realloc(r->memos, cap * sizeof *t);
+                if (!t) return;
+                r->memos = t;
+                r->cap_memos = cap;
+            }
+            m = &r->memos[r->n_memos++];
+            memset(m, 0, sizeof *m);
+        }
+        m->tstate = tstate;
+    }
+    if ((uint32_t)depth > m->cap) {
+        uint64_t *k = realloc(m->keys, (size_t)depth * sizeof *k);
+        if (!k) { m->tstate = 0; return; }
+        m->keys = k;
+        m->cap = (uint32_t)depth;
+    }
+    memcpy(m->keys, r->scratch, (size_t)depth * sizeof *m->keys);
+    m->depth = (uint32_t)depth;
+    m->leaf_sig = r->leaf_sig;
+    m->switch_no = switch_no;
+    m->code_epoch = r->code_epoch;
+    m->seen_tick = r->tick;
 }
 
 static int sample_threads(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns) {
@@ -932,7 +1046,19 @@ static int sample_threads(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns
     int32_t gc_collecting = 0;
     int rc = cread_ptr(r, r->interp_addr + o->interp_threads_head, &tstate);
     if (rc != HP_OK) return rc == HP_ERR_READ ? HP_ERR_READ : rc;
-    read_gil_holder(r, &holder);
+    uint64_t switch_no = 0, last_holder = 0;
+    read_gil_holder(r, &holder, &switch_no, &last_holder);
+    /* Reuse only once switch_number has held still for a few instants: a reused thread's
+     * pages drop out of the next instant's prefetch, so where the GIL changes hands every
+     * few ticks (several busy threads) they would come back as one read each. */
+    if (r->switch_tick != r->tick) {
+        r->switch_tick = r->tick;
+        r->switch_same = switch_no == r->last_switch ? r->switch_same + 1 : 0;
+        r->last_switch = switch_no;
+    }
+    /* switch_number 0: unknown, or no GIL hand-over ever (then nothing is reused) */
+    int reuse = r->fast_os_state && switch_no != 0;
+    int reuse_now = reuse && r->switch_same >= 3;
     if (o->interp_gc_collecting >= 0)
         cread_i32(r, r->interp_addr + o->interp_gc_collecting, &gc_collecting);
     /* Thread states from sched_switch: the loop only (dump reads the full /proc state). */
@@ -953,6 +1079,17 @@ static int sample_threads(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns
                 int32_t t32 = 0;
                 if (cread_i32(r, thread_id + o->pthread_tid, &t32) == HP_OK) tid = t32;
             }
+            if (reuse_now && !attempt && tstate != last_holder) {
+                hp_stack_memo *m = memo_find(r, tstate);
+                if (m && m->switch_no == switch_no && m->code_epoch == r->code_epoch) {
+                    memcpy(r->scratch, m->keys, (size_t)m->depth * sizeof *r->scratch);
+                    r->leaf_sig = m->leaf_sig;
+                    m->seen_tick = r->tick;
+                    depth = (int)m->depth;
+                    r->stats.frames_reused++;
+                    break;
+                }
+            }
             if (o->ts_frame >= 0) {
                 if (cread_ptr(r, tstate + o->ts_frame, &frame) != HP_OK) continue;
             } else {
@@ -964,7 +1101,10 @@ static int sample_threads(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns
             }
             depth = walk_thread(r, frame);
             if (depth == CODE_NOMEM) return HP_ERR_NOMEM;
-            if (depth >= 0) break;
+            if (depth >= 0) {
+                if (reuse) memo_store(r, tstate, switch_no, depth);
+                break;
+            }
         }
         n_threads++;
         if (depth < 0) {
@@ -1037,6 +1177,7 @@ int hp_sample_once(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns) {
     int64_t period = r->fast_os_state ? r->code_check_ns : 0;
     r->n_used[r->tick & 1] = 0;
     if (r->prefetch) prefetch_pages(r);
+    if (r->n_pending) check_pending_codes(r, NULL, -1); /* not read: check at the end */
     uint64_t s0 = buf->n_samples, f0 = buf->n_frames, kept0 = r->stats.samples;
     int rc = 0;
     for (int attempt = 0; attempt < 2; attempt++) {

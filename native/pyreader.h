@@ -110,6 +110,7 @@ typedef struct {
     uint32_t code_bytes;   /* 3.11+: size of its bytecode (0 = unknown): an instruction
                             * offset outside it means the object changed: check it now */
     uint8_t check_now;
+    uint8_t pending;       /* queued for the next instant's prefetch read */
     int shim;            /* an interpreter-internal shim (3.13+ _Py_InitCleanup): not shown */
 } hp_code;
 
@@ -148,10 +149,24 @@ typedef struct {
     uint64_t state_hits;     /* thread states taken from sched_switch data (threadstate.h) */
     uint64_t state_seeds;    /* /proc reads stored into that table for later ticks */
     uint64_t code_checks;    /* cached code objects re-read to check they were not replaced */
+    uint64_t frames_reused;  /* thread stacks not re-read: no GIL hand-over since (parked) */
 } hp_stats;
+
+/* The frames last read of one thread state, and the GIL switch_number they were read at. */
+typedef struct {
+    uint64_t tstate;
+    uint64_t switch_no;
+    uint64_t code_epoch;
+    uint64_t leaf_sig;
+    uint64_t seen_tick;
+    uint64_t *keys;           /* leaf first, as r->scratch */
+    uint32_t depth, cap;
+} hp_stack_memo;
 
 /* Slots of the per-instant read cache (1 KiB lines; at most IOV_MAX, one prefetch iovec each). */
 #define HP_PAGE_SLOTS 1024
+/* Code objects whose periodic check can ride along with one instant's prefetch. */
+#define HP_PENDING_CODES 256
 /* Default bound on how long the sampling loop trusts a cached code object unread. */
 #define HP_CODE_CHECK_NS 100000000LL
 /* An idle thread whose Python stack is unchanged keeps its state this many ticks unread. */
@@ -215,6 +230,17 @@ typedef struct {
      * page is otherwise not read at all); one-shot samples check every code object. */
     int64_t code_check_ns;
     int64_t now_ns;           /* time stamp of the instant being read */
+    /* code objects due for a check, read with the next instant's prefetch */
+    uint32_t pending[HP_PENDING_CODES];
+    uint32_t n_pending;
+    uint8_t pending_spans[HP_PENDING_CODES * 64];
+    /* parked threads' stacks (sampling loop, GIL builds only: gil_reuse) */
+    int gil_reuse;
+    uint64_t code_epoch;      /* bumped when a cached code object is evicted */
+    uint64_t last_switch, switch_tick;  /* GIL switch_number at the last instant */
+    uint32_t switch_same;     /* instants it has not changed */
+    hp_stack_memo *memos;
+    uint32_t n_memos, cap_memos, memo_hint;
     /* sched_switch thread states (offcpu collector), or NULL: /proc only. Not owned. */
     hp_threadstate *threadstate;
 } hp_reader;

@@ -59,6 +59,7 @@ cdef extern from "pyreader.h" nogil:
         uint64_t state_hits
         uint64_t state_seeds
         uint64_t code_checks
+        uint64_t frames_reused
 
     ctypedef struct hp_reader:
         int pid
@@ -73,6 +74,7 @@ cdef extern from "pyreader.h" nogil:
         int blocking
         int last_error
         int64_t code_check_ns
+        int gil_reuse
 
     int hp_offsets_set(hp_py_offsets *o, const char *name, int64_t value) noexcept
     void hp_offsets_clear(hp_py_offsets *o) noexcept

@@ -62,7 +62,8 @@ while True:
 # object a freed one's address within the run: nothing to detect there.
 PYTHONS = {k: v for k, v in sampler_pythons().items() if k != "3.13t"}
 BOUND_S = 0.1  # the loop's default code_check_interval_ns
-SLACK_S = 0.05  # a few ticks at 100 Hz, plus a late tick on a loaded machine
+SLACK_S = 0.05  # a check rides with the next instant's read, plus a late tick or two
+TICK_S = 0.02  # the target prints RUN just before the function starts
 
 
 def _record(python: str, seconds: float, interval_ns: int) -> Tuple[list, Dict, List[str]]:
@@ -106,8 +107,19 @@ def test_replaced_code_object_detected(name: str, interval_ns: int) -> None:
     assert reused, f"the target never reused a code object's address: {runs}"
     assert stats["stale_codes"] >= 1, stats
     bound = (interval_ns / 1e9 if interval_ns else 0.0) + SLACK_S
-    late = [(ts, j) for ts, j in samples if j + 1 in runs and ts > runs[j + 1][1] + bound]
-    assert not late, f"old names after the switch (+{bound:.2f} s): {late[:5]} runs {runs}"
+
+    def tolerated(ts: float, j: int) -> bool:
+        # gen_j's name is stale once run j ended; a later run whose code object took its
+        # address may carry it for at most `bound` after it started.
+        if j + 1 not in runs or ts < runs[j + 1][1] + TICK_S:
+            return True
+        return any(
+            k > j and runs[k][0] == runs[j][0] and runs[k][1] - TICK_S <= ts <= runs[k][1] + bound
+            for k in runs
+        )
+
+    late = [(ts, j) for ts, j in samples if not tolerated(ts, j)]
+    assert not late, f"old names too long after the switch (+{bound:.2f} s): {late[:5]} {runs}"
     # Every function that ran fully inside the recording is seen under its own name.
     last = max(ts for ts, _ in samples)
     seen = {j for _, j in samples}
