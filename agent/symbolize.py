@@ -37,8 +37,6 @@ from hostprof.model import FrameKind
 from hostprof.native import _bpfmaps
 
 UNKNOWN = "[unknown]"
-MAX_RESOLVED = 32768
-"""Resolved addresses cached per process before its cache starts over."""
 IDLE_EPOCHS = 16
 """Drains after which the cached maps of a process not seen since are dropped."""
 NOT_MAPPED = Frame("[not mapped]", "", 0, FrameKind.NATIVE)
@@ -55,6 +53,9 @@ class _Object:
     seg_ends: np.ndarray
     seg_vaddrs: np.ndarray
     name: str
+    frame_ids: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    """Per frame file name: the symbolizer's frame id of each symbol (-1: none yet), with one
+    more slot at the end for addresses without a symbol (see Symbolizer.user_ids_multi)."""
 
     def file_to_vaddr(self, offsets: np.ndarray) -> np.ndarray:
         """Link-time addresses of file offsets (via the containing PT_LOAD segment)."""
@@ -94,7 +95,6 @@ class _ProcessMaps:
         maps = read_exec_maps(pid)
         self.maps = maps
         self.objects: Dict[int, Optional[_Object]] = {}  # mapping index -> its object
-        self.resolved: Dict[int, Frame] = {}  # looked-up address -> frame (see user_frames_multi)
         self.starts = np.array([m.start for m in maps], dtype=np.uint64)
         self.ends = np.array([m.end for m in maps], dtype=np.uint64)
 
@@ -126,7 +126,6 @@ class _QueriedMaps:
         self.maps: List[procmaps.Mapping] = []
         self.build_ids: Dict[int, str] = {}  # mapping index -> build-id hex
         self.objects: Dict[int, Optional[_Object]] = {}
-        self.resolved: Dict[int, Frame] = {}  # looked-up address -> frame (see user_frames_multi)
         self._starts: List[int] = []
         self._ends: List[int] = []
         self._misses: set = set()
@@ -270,6 +269,12 @@ class KernelSymbols:
             self._cache[i] = n
         return n
 
+    def index_many(self, addrs: np.ndarray) -> np.ndarray:
+        """Index of the symbol holding each address (-1: below the first, or restricted)."""
+        if not len(self.addresses):
+            return np.full(len(addrs), -1, dtype=np.int64)
+        return np.searchsorted(self.addresses, addrs, side="right").astype(np.int64) - 1
+
     def lookup_many(self, addrs: np.ndarray) -> List[str]:
         if not len(self.addresses):
             return [UNKNOWN] * len(addrs)
@@ -289,6 +294,9 @@ class Symbolizer:
         self._kernel: Optional[KernelSymbols] = None
         self._kernel_frames: Dict[str, Frame] = {}
         self._native_frames: Dict[Tuple[str, str], Frame] = {}
+        # Frame ids: every frame the symbolizer hands out has one, so a drain can resolve and
+        # assemble stacks as integer arrays (numpy) and build Frame lists only per batch.
+        self._reset_ids()
         self._procs: Dict[int, _ProcessMaps] = {}
         self._objects: Dict[str, Optional[_Object]] = {}  # by build-id or file identity
         self._identity: Dict[Tuple[int, int, int, int], str] = {}  # stat -> object key
@@ -309,22 +317,78 @@ class Symbolizer:
 
     def kernel_frames(self, addrs: Sequence[int]) -> List[Frame]:
         """Kernel frames for addresses, in the given order."""
+        table = self._id_frames
+        return [table[g] for g in self.kernel_ids(addrs).tolist()]
+
+    def kernel_ids(self, addrs: Sequence[int]) -> np.ndarray:
+        """Frame ids (see :meth:`frames`) of kernel addresses, in the given order."""
         if self._kernel is None:
             self._kernel = KernelSymbols()
             self._loaded = True
-        names = self._kernel.lookup_many(np.asarray(addrs, dtype=np.uint64))
-        self.frames += len(names)
-        self.unknown += names.count(UNKNOWN)
-        # One Frame object per kernel function: stacks share them (fewer allocations, and
-        # batch builders find them by identity).
-        cache = self._kernel_frames
-        out = []
-        for n in names:
-            f = cache.get(n)
-            if f is None:
-                f = cache[n] = Frame(n, "[kernel]", 0, FrameKind.KERNEL)
-            out.append(f)
-        return out
+        ks = self._kernel
+        idx = ks.index_many(np.asarray(addrs, dtype=np.uint64))
+        if self._kernel_ids is None:
+            self._kernel_ids = np.full(len(ks.addresses) + 1, -1, dtype=np.int64)
+        table = self._kernel_ids
+        idx[idx < 0] = len(table) - 1  # the last slot: [unknown]
+        ids = table[idx]
+        new = np.unique(idx[ids < 0]).tolist()
+        if new:
+            last = len(table) - 1
+            for i in new:
+                # One Frame object per kernel function: stacks share them.
+                name = UNKNOWN if i == last else ks.name(i)
+                f = self._kernel_frames.get(name)
+                if f is None:
+                    f = self._kernel_frames[name] = Frame(name, "[kernel]", 0, FrameKind.KERNEL)
+                table[i] = self._frame_id(f)
+            ids = table[idx]
+        self.frames += len(ids)
+        self.unknown += int(self._unknown_mask()[ids].sum())
+        return ids
+
+    # ------------------------------------------------------------------------ frame ids
+    ID_LIMIT = 500_000
+    """Frame ids handed out before the id tables start over (bounded memory)."""
+
+    def _reset_ids(self) -> None:
+        self._id_frames: List[Frame] = []
+        self._id_of: Dict[int, int] = {}  # id(frame) -> frame id (_id_frames keeps it alive)
+        self._id_unknown = bytearray()
+        self._kernel_ids: Optional[np.ndarray] = None
+        for obj in self._objects.values() if hasattr(self, "_objects") else ():
+            if obj is not None:
+                obj.frame_ids.clear()
+        self._unknown_ids: Dict[str, int] = {}  # object name -> its [unknown] frame id
+        self.id_generation = getattr(self, "id_generation", -1) + 1
+
+    def frame_id(self, frame: Frame) -> int:
+        """The frame id of any frame (for example a synthetic one a collector adds)."""
+        return self._frame_id(frame)
+
+    def _frame_id(self, frame: Frame) -> int:
+        fid = self._id_of.get(id(frame))
+        if fid is None:
+            fid = self._id_of[id(frame)] = len(self._id_frames)
+            self._id_frames.append(frame)
+            self._id_unknown.append(frame.function == UNKNOWN)
+        return fid
+
+    def _unknown_mask(self) -> np.ndarray:
+        return np.frombuffer(bytes(self._id_unknown), dtype=np.bool_)
+
+    def frames_of(self, ids: Sequence[int]) -> List[Frame]:
+        """The frames of frame ids (from :meth:`user_ids_multi` and :meth:`kernel_ids`).
+
+        Ids stay valid while :attr:`id_generation` does not change; it changes when the id
+        tables start over (past ``ID_LIMIT`` ids, checked by :meth:`new_epoch`).
+        """
+        table = self._id_frames
+        return [table[g] for g in ids]
+
+    def unknown_ids(self) -> np.ndarray:
+        """Boolean mask over frame ids: True for ``[unknown]`` frames."""
+        return self._unknown_mask()
 
     # --------------------------------------------------------------------------- user
     def new_epoch(self) -> None:
@@ -334,6 +398,8 @@ class Symbolizer:
         parsing) is handed back to the OS, so RSS tracks what the caches hold.
         """
         self._epoch += 1
+        if len(self._id_frames) > self.ID_LIMIT:
+            self._reset_ids()
         if self._epoch % IDLE_EPOCHS == 0:
             # Forget processes not symbolised lately (most have exited): bounded memory on
             # hosts that start and stop processes all day.
@@ -437,30 +503,42 @@ class Symbolizer:
     def user_frames_multi(
         self, pids: np.ndarray, addrs: np.ndarray, callers: np.ndarray
     ) -> List[Frame]:
-        """User frames for addresses of several processes (``pids[i]`` owns ``addrs[i]``).
+        """Like :meth:`user_ids_multi`, as frames (``NOT_MAPPED`` where the id is -1)."""
+        table = self._id_frames
+        return [
+            table[g] if g >= 0 else NOT_MAPPED
+            for g in self.user_ids_multi(pids, addrs, callers).tolist()
+        ]
 
-        A drain resolves all its new stacks in one call: mappings are found per process, then
-        the symbol lookups run once per object (one ``searchsorted`` for every address in
-        libc, whichever processes they came from) instead of once per process and mapping.
-        ``callers`` marks return addresses, which are looked up at ``addr-1`` so a call that
-        is the last instruction of a function is not charged to the next.
+    def user_ids_multi(
+        self, pids: np.ndarray, addrs: np.ndarray, callers: np.ndarray
+    ) -> np.ndarray:
+        """Frame ids (see :meth:`frames_of`) for addresses of several processes
+        (``pids[i]`` owns ``addrs[i]``); -1 marks an address outside every executable mapping
+        of a live process (``NOT_MAPPED``).
+
+        A drain resolves all its new stacks in one call, with no Python per address: the
+        mappings are found per process (one binary search, PROCMAP_QUERY for new ones), then
+        one ``searchsorted`` per object covers its addresses in every process, and each
+        object keeps the frame id of every symbol it has handed out. ``callers`` marks return
+        addresses, looked up at ``addr-1`` so a call that is the last instruction of a function
+        is not charged to the next.
         """
         a = np.asarray(addrs, dtype=np.uint64)
         p = np.asarray(pids, dtype=np.int64)
         n = len(a)
         # Outside every executable mapping of a live process, an address cannot be a real
         # return address: it is a garbage caller frame from a frame-pointer walk through code
-        # built without frame pointers. Such frames are marked NOT_MAPPED for callers to drop.
-        out: List[Frame] = [NOT_MAPPED] * n
+        # built without frame pointers. Such frames get -1 for callers to drop.
+        out = np.full(n, -1, dtype=np.int64)
         if not n:
             return out
         adj = a - np.asarray(callers, dtype=bool).astype(np.uint64)
-        # Per address: the (object, frame name) group it belongs to and its file offset.
+        # Per address: the (object, frame file name) group it belongs to and its file offset.
         group = np.full(n, -1, dtype=np.int64)
         offs = np.zeros(n, dtype=np.uint64)
         groups: List[Tuple[Optional[_Object], str]] = []
         group_of: Dict[Tuple[int, str], int] = {}
-        pending: List[Tuple[Dict[int, Frame], np.ndarray, bool]] = []  # caches to fill
         order = np.argsort(p, kind="stable")
         sp = p[order]
         cuts = np.flatnonzero(sp[1:] != sp[:-1]) + 1
@@ -469,28 +547,9 @@ class Symbolizer:
             pid = int(sp[lo])
             pm = self._maps(pid)
             if pm is None:
-                gone = Frame(UNKNOWN, "", 0, FrameKind.NATIVE)  # exited: maps unknown
-                for j in sel.tolist():
-                    out[j] = gone
+                out[sel] = self._unknown_id("")  # exited: its maps are gone
                 continue
-            # Addresses this process already resolved (hot loops recur drain after drain)
-            # need no mapping or symbol lookup. Keys are the looked-up addresses (addr-1 for
-            # return addresses); NOT_MAPPED results are cached too.
-            resolved = pm.resolved
-            todo = []
-            for j, x in zip(sel.tolist(), adj[sel].tolist()):
-                f = resolved.get(x)
-                if f is None:
-                    todo.append(j)
-                else:
-                    out[j] = f
-            if not todo:
-                continue
-            if len(resolved) > MAX_RESOLVED:
-                resolved.clear()  # bounded: a JIT or a huge binary keeps bringing new ones
-            sel = np.asarray(todo, dtype=np.int64)
-            pending.append((resolved, sel, isinstance(pm, _QueriedMaps)))
-            pa = a[sel]
+            pa = adj[sel]
             idx = pm.find(pa)
             if isinstance(pm, _ProcessMaps) and (idx < 0).any():
                 # A library loaded after we read the maps: re-read once.
@@ -520,28 +579,33 @@ class Symbolizer:
             offs[where] = adj[where] + base[pos]
         # One symbol lookup per object over the addresses of every process.
         for g, (obj, name) in enumerate(groups):
-            at = np.flatnonzero(group == g).tolist()
+            at = np.flatnonzero(group == g)
             if obj is None:
-                unknown = self._native_frame(UNKNOWN, name)
-                for j in at:
-                    out[j] = unknown
+                out[at] = self._unknown_id(name)
                 continue
-            hits = obj.functions.lookup_many(obj.file_to_vaddr(offs[at])).tolist()
-            names = obj.functions.names
-            for j, h in zip(at, hits):
-                out[j] = self._native_frame(names[h] if h >= 0 else UNKNOWN, name)
-        for resolved, sel, misses_final in pending:
-            for j, x in zip(sel.tolist(), adj[sel].tolist()):
-                # A maps-file reader re-reads the maps for an address it could not place,
-                # so only PROCMAP_QUERY's misses (cached there too) are cached as NOT_MAPPED.
-                if misses_final or out[j] is not NOT_MAPPED:
-                    resolved[x] = out[j]
-        # Counted by identity: Frame's dataclass __eq__ runs Python code per comparison.
-        not_mapped = [f is NOT_MAPPED for f in out].count(True)
-        self.not_mapped += not_mapped
-        self.frames += n - not_mapped
-        self.unknown += [f.function is UNKNOWN for f in out].count(True)
+            funcs = obj.functions
+            hits = funcs.lookup_many(obj.file_to_vaddr(offs[at]))
+            table = obj.frame_ids.get(name)
+            if table is None:
+                table = obj.frame_ids[name] = np.full(len(funcs) + 1, -1, dtype=np.int64)
+            hits[hits < 0] = len(funcs)  # the last slot: [unknown] in this object
+            ids = table[hits]
+            for h in np.unique(hits[ids < 0]).tolist():
+                fn = funcs.names[h] if h < len(funcs) else UNKNOWN
+                table[h] = self._frame_id(self._native_frame(fn, name))
+            out[at] = table[hits]
+        mapped = out >= 0
+        self.not_mapped += n - int(mapped.sum())
+        self.frames += int(mapped.sum())
+        self.unknown += int(self._unknown_mask()[out[mapped]].sum())
         return out
+
+    def _unknown_id(self, obj: str) -> int:
+        """Frame id of ``[unknown]`` in an object (``""``: the process is gone)."""
+        fid = self._unknown_ids.get(obj)
+        if fid is None:
+            fid = self._unknown_ids[obj] = self._frame_id(self._native_frame(UNKNOWN, obj))
+        return fid
 
     def _native_frame(self, function: str, obj: str) -> Frame:
         """One shared Frame per (function, object), like the kernel's."""

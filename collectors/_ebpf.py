@@ -360,6 +360,7 @@ class StackMap:
         self._known: Set[int] = set()  # ids seen in drained keys and not deleted yet
         self._sweeps = 0
         self.evicted = 0
+        self.swept: Set[int] = set()  # the ids the last sweep deleted
 
     def _addresses(self, stack_id: int) -> Optional[List[int]]:
         # libbcc's lookup into one reused buffer: bcc's table[] builds key and leaf objects
@@ -490,7 +491,8 @@ class StackMap:
         else:
             present = self._known
         gone = [sid for sid in present if sid not in protect]
-        self._known = (self._known | keep) - set(gone)
+        self.swept = set(gone)
+        self._known = (self._known | keep) - self.swept
         if gone:
             _bpfmaps.delete_ids(self._fd, gone)  # ENOENT: already gone, fine
             dead = set(gone)

@@ -16,6 +16,7 @@ from typing import Dict
 from typing import List
 from typing import Optional
 from typing import Sequence
+from typing import Set
 from typing import Tuple
 
 import numpy as np
@@ -29,6 +30,7 @@ from hostprof.model import CPU_NS
 from hostprof.model import SAMPLES
 from hostprof.model import Frame
 from hostprof.model import SampleType
+from hostprof.native import _bpfmaps
 
 SAMPLE_TYPES = (CPU_NS, SAMPLES)
 EBPF_CPU_NS = SampleType("ebpf_cpu", "nanoseconds")
@@ -60,77 +62,122 @@ def count_map_entries(frequency: int, cpus: int, interval_s: float) -> int:
     return min(size, 1 << 16)
 
 
-class _FrameTable:
-    """Turns drained rows into a batch's frame table with little Python per row.
+class _StackIds:
+    """The cpu map's stacks as arrays of frame ids (root first), resolved in bulk per drain.
 
-    Frames get collector-wide ids. The ids of each user and each kernel stack (frame tuples
-    cached by :class:`hostprof.collectors._ebpf.StackMap`) are cached by the tuple's
-    identity, so a row costs two dict lookups unless its stack is new; a kernel stack shared
-    by many rows is encoded once. A batch then keeps only the frames its rows use,
-    renumbered with numpy.
+    New stack ids are read in one C loop (:func:`hostprof.native._bpfmaps.read_stacks`) and
+    symbolised in one call per drain (:meth:`hostprof.symbolize.Symbolizer.user_ids_multi`);
+    garbage frames are dropped and runs of one ``[unknown]`` frame collapsed with numpy. A
+    row then costs two dict lookups, and a batch's frame table is one ``numpy.unique`` over
+    the ids its rows use. User stacks are cached per (pid, id), kernel stacks per id, until
+    the id is swept (:meth:`hostprof.collectors._ebpf.StackMap.sweep`).
     """
 
-    MAX_FRAMES = 200_000
-    """Collector-wide frame ids are dropped and rebuilt past this many (bounded memory)."""
+    def __init__(self, fd: int, depth: int, symbolizer: Any) -> None:
+        self._fd = fd
+        self._depth = depth
+        self._sym = symbolizer
+        self._user: Dict[Tuple[int, int], np.ndarray] = {}
+        self._kernel: Dict[int, np.ndarray] = {}
+        self._generation = symbolizer.id_generation
+        self._empty = np.empty(0, dtype=np.int64)
+        self.evicted = 0
 
-    def __init__(self) -> None:
-        self._frames: List[Frame] = []
-        self._ids: Dict[int, int] = {}  # id(frame) -> id; _frames/_aliases keep it alive
-        self._by_value: Dict[Frame, int] = {}  # equal frames that are distinct objects
-        self._aliases: List[Frame] = []
-        # id(frame tuple) -> (the tuple, which keeps the id from being reused; its ids)
-        self._parts: Dict[int, Tuple[Tuple[Frame, ...], List[int]]] = {}
-        self._previous: Dict[int, Tuple[Tuple[Frame, ...], List[int]]] = {}
+    def forget(self, swept: Set[int]) -> None:
+        """Drops the stacks of swept ids (the map may reuse them for other stacks)."""
+        if swept:
+            for sid in swept:
+                self._kernel.pop(sid, None)
+            for key in [k for k in self._user if k[1] in swept]:
+                del self._user[key]
 
-    def _encode(self, frames: Tuple[Frame, ...]) -> List[int]:
-        ids, table = self._ids, self._frames
-        out = []
-        for f in frames:
-            fid = ids.get(id(f))
-            if fid is None:
-                # Frame's dataclass __hash__ runs Python code: by value only for new objects.
-                fid = self._by_value.get(f)
-                if fid is None:
-                    fid = self._by_value[f] = len(table)
-                    table.append(f)
-                else:
-                    self._aliases.append(f)
-                ids[id(f)] = fid
-            out.append(fid)
-        return out
+    def prefetch(self, pids: List[int], ustacks: List[int], kstacks: List[int]) -> None:
+        """Reads and resolves every stack of a drain that is not cached yet."""
+        if self._sym.id_generation != self._generation:  # the symbolizer's ids started over
+            self._user.clear()
+            self._kernel.clear()
+            self._generation = self._sym.id_generation
+        want_u = [k for k in set(zip(pids, ustacks)) if k[1] >= 0 and k not in self._user]
+        want_k = [s for s in set(kstacks) if s >= 0 and s not in self._kernel]
+        ids = sorted({s for _, s in want_u} | set(want_k))
+        if not ids:
+            return
+        addrs, lens = _bpfmaps.read_stacks(self._fd, ids, self._depth)
+        ends = np.cumsum(np.maximum(lens, 0)).tolist()
+        # Ids missing from the map (swept meanwhile) stay uncached: rows() counts them.
+        span = {sid: (e - n, n) for sid, n, e in zip(ids, lens.tolist(), ends) if n >= 0}
+        want_u = [k for k in want_u if k[1] in span]
+        if want_u:
+            sizes = [span[s][1] for _, s in want_u]
+            flat = np.concatenate([addrs[span[s][0] : span[s][0] + span[s][1]] for _, s in want_u])
+            owner = np.repeat(np.asarray([p for p, _ in want_u], dtype=np.int64), sizes)
+            first = np.repeat(np.cumsum([0, *sizes[:-1]]), sizes)
+            callers = np.arange(len(flat)) != first  # all but each stack's leaf
+            gids = self._sym.user_ids_multi(owner, flat, callers)
+            stacks = _split_stacks(gids, sizes, self._sym.unknown_ids())
+            self._user.update(zip(want_u, stacks))
+        want_k = [s for s in want_k if s in span]
+        if want_k:
+            sizes = [span[s][1] for s in want_k]
+            flat = np.concatenate([addrs[span[s][0] : span[s][0] + span[s][1]] for s in want_k])
+            stacks = _split_stacks(self._sym.kernel_ids(flat), sizes, None)
+            self._kernel.update(zip(want_k, stacks))
 
     def rows(
-        self, stacks: Any, pids: List[int], ustacks: List[int], kstacks: List[int]
+        self, pids: List[int], ustacks: List[int], kstacks: List[int]
     ) -> Tuple[List[Frame], np.ndarray, np.ndarray]:
         """(frames, stack_frames, stack_offsets) of a batch whose row i has the stacks
-        ``(pids[i], ustacks[i], kstacks[i])``, root first."""
-        if len(self._frames) > self.MAX_FRAMES:
-            self.__init__()  # type: ignore[misc]
-        parts, previous = self._parts, self._previous
-        user, kernel = stacks.user, stacks.kernel
-        flat: List[int] = []
+        ``(pids[i], ustacks[i], kstacks[i])``: Python, then kernel frames, root first."""
+        user, kernel, empty = self._user, self._kernel, self._empty
+        evicted = None
+        pieces: List[np.ndarray] = []
         lengths: List[int] = []
         for pid, us, ks in zip(pids, ustacks, kstacks):
-            n = 0
-            for part in (user(pid, us), kernel(ks)):
-                hit = parts.get(id(part))
-                if hit is None:
-                    hit = previous.get(id(part))
-                    if hit is None or hit[0] is not part:
-                        hit = (part, self._encode(part))
-                    parts[id(part)] = hit
-                flat.extend(hit[1])
-                n += len(hit[1])
-            lengths.append(n)
-        # Entries used in this drain or the one before survive; older ones go.
-        self._previous, self._parts = parts, {}
+            u = empty if us < 0 else user.get((pid, us))
+            k = empty if ks < 0 else kernel.get(ks)
+            if u is None or k is None:
+                # Swept between the counts drain and the stack read (see StackMap.sweep).
+                if evicted is None:
+                    evicted = np.array(
+                        [self._sym.frame_id(Frame.synthetic("<stack evicted>"))], dtype=np.int64
+                    )
+                self.evicted += (u is None) + (k is None)
+                u = evicted if u is None else u
+                k = evicted if k is None else k
+            pieces.append(u)
+            pieces.append(k)
+            lengths.append(len(u) + len(k))
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        if not flat:
+        if not offsets[-1]:
             return [], np.empty(0, dtype=np.uint32), offsets
-        used, local = np.unique(np.asarray(flat, dtype=np.int64), return_inverse=True)
-        table = self._frames
-        return [table[g] for g in used.tolist()], local.astype(np.uint32), offsets
+        used, local = np.unique(np.concatenate(pieces), return_inverse=True)
+        return self._sym.frames_of(used.tolist()), local.astype(np.uint32), offsets
+
+
+def _split_stacks(
+    ids: np.ndarray, sizes: List[int], unknown: Optional[np.ndarray]
+) -> List[np.ndarray]:
+    """Leaf-first stacks of frame ids, back to back, -> root-first arrays, one per stack.
+
+    With ``unknown`` (a mask over frame ids), -1 (garbage caller frames, see
+    ``Symbolizer.user_ids_multi``) is dropped and runs of one ``[unknown]`` frame collapse
+    into one: a frame-pointer walk through code built without frame pointers yields runs of
+    garbage return addresses, which say no more than one such frame does.
+    """
+    n = len(sizes)
+    which = np.repeat(np.arange(n), sizes)
+    if unknown is not None:
+        keep = ids >= 0
+        ids, which = ids[keep], which[keep]
+        if len(ids) > 1:
+            dup = (ids[1:] == ids[:-1]) & (which[1:] == which[:-1]) & unknown[ids[1:]]
+            keep = np.concatenate(([True], ~dup))
+            ids, which = ids[keep], which[keep]
+    # Reversed, each stack is root first and the stacks come last to first.
+    counts = np.bincount(which, minlength=n)[::-1]
+    parts = np.split(ids[::-1].copy(), np.cumsum(counts)[:-1])
+    return parts[::-1]
 
 
 class CpuCollector(Collector):
@@ -164,8 +211,8 @@ class CpuCollector(Collector):
         self.symbolizer = symbolizer
         self._bpf: Any = None
         self._stacks: Optional[_ebpf.StackMap] = None
+        self._ids: Optional[_StackIds] = None
         self._names = _ebpf.ThreadNames()
-        self._frame_table = _FrameTable()
         self._reported: Dict[str, int] = {}
         self._stats: Dict[str, float] = {}
 
@@ -198,6 +245,8 @@ class CpuCollector(Collector):
             cpu=-1,
         )
         self._stacks = _ebpf.StackMap(self._bpf, "stacks", self.symbolizer)
+        table = self._bpf["stacks"]
+        self._ids = _StackIds(table.map_fd, len(table.Leaf().ip), self.symbolizer)
         if hasattr(self.symbolizer, "load_kernel_symbols"):
             self.symbolizer.load_kernel_symbols()  # start-up cost, not a random drain's
         self._t_last = time.monotonic_ns()
@@ -220,11 +269,10 @@ class CpuCollector(Collector):
         ustacks = keys["ustack"].tolist()
         kstacks = keys["kstack"].tolist()
         self._stacks.sweep(set(ustacks) | set(kstacks))  # before symbolising: see sweep
-        self._stacks.prefetch(zip(pids, ustacks), kstacks)
-        evicted_before = self._stacks.evicted
-        frames, stack_frames, stack_offsets = self._frame_table.rows(
-            self._stacks, pids, ustacks, kstacks
-        )
+        self._ids.forget(self._stacks.swept)
+        self._ids.prefetch(pids, ustacks, kstacks)
+        evicted_before = self._ids.evicted
+        frames, stack_frames, stack_offsets = self._ids.rows(pids, ustacks, kstacks)
         n = len(pids)
         ns = counts.astype(np.int64)
         totals = _ebpf.read_stats(self._bpf)
@@ -242,7 +290,7 @@ class CpuCollector(Collector):
             timestamp_ns=_ebpf.slot_times(keys["slot"], self.shift),
             flags=np.zeros(n, dtype=np.uint8),
             lost=delta["map_full"],
-            missed=delta["collisions"] + (self._stacks.evicted - evicted_before),
+            missed=delta["collisions"] + (self._ids.evicted - evicted_before),
         )
         batch.thread_names = self._names.for_batch(batch.pid, batch.tid)
         if self.symbolizer is not None:
@@ -262,7 +310,7 @@ class CpuCollector(Collector):
         out.update({k: float(v) for k, v in self._reported.items()})
         out["stack_entries"] = float(self.stack_entries)
         out["count_entries"] = float(self.count_entries)
-        if self._stacks is not None:
-            out["evicted"] = float(self._stacks.evicted)
+        if self._ids is not None:
+            out["evicted"] = float(self._ids.evicted)
         out["unknown_frame_share"] = self.symbolizer.unknown_share
         return out
