@@ -430,3 +430,54 @@ def test_untimed_calls_that_block_are_timed_from_the_switch() -> None:
     assert n == truth["reads"] == 6000
     assert abs(ns / 1e9 - truth["spent"]) <= 0.05 * truth["spent"], (ns, truth)
     assert sysc.stats()["timed_calls"] < 0.5 * sysc.stats()["calls"]
+
+
+# A process whose last returning syscalls are 20,000 reads: exit_group never returns, so its
+# reads are still the pending run of its CPU when it is gone.
+EXITS = """
+import os, sys
+fd = os.open("/dev/zero", os.O_RDONLY)
+print("READY", flush=True)
+sys.stdin.readline()
+for _ in range(20000):
+    os.read(fd, 1)
+os._exit(0)
+"""
+
+
+def test_pending_run_of_an_exited_process_is_drained() -> None:
+    require_bpf()
+    import subprocess
+    import sys
+
+    from hostprof.collectors.syscalls import SyscallsCollector
+
+    # GIVEN a process that exits right after a run of 20,000 reads
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EXITS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().startswith("READY")
+        sysc = SyscallsCollector.probe([proc.pid])
+        sysc.start()
+        try:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            # WHEN the collector drains after it is gone
+            assert proc.wait(timeout=60) == 0
+            batch = sysc.drain()
+        finally:
+            sysc.stop()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reads = sum(
+        values[0]
+        for frames, values, pid, _tid in concat([batch])
+        if pid == proc.pid and frames[-1].function == "<syscall:read>"
+    )
+
+    # THEN every read is there exactly once
+    assert reads == 20000
