@@ -66,6 +66,10 @@ class ObjectReader:
         else:
             self.cached_keys = _CACHED_KEYS.get(self.minor, -1)
         self.managed_dict = -8 if proc.free_threaded else -24
+        # Per reader (one dump): every Thread shares its type, so its facts and the slot of
+        # an attribute name in the type's shared keys are read once, not once per thread.
+        self._types: Dict[int, Tuple[int, int, int, int]] = {}
+        self._slots: Dict[Tuple[int, str], int] = {}
 
     def ptr(self, addr: int) -> int:
         return struct.unpack("<Q", self.read(addr, 8))[0]
@@ -100,15 +104,23 @@ class ObjectReader:
 
     def int(self, addr: int) -> int:
         """A PyLong's value."""
-        head = struct.unpack("<q", self.read(addr + self.o.get("_long_tag", 16), 8))[0]
+        tag_at = self.o.get("_long_tag", 16)
+        digits_at = self.o.get("_long_digits", 24)
+        # Header and the first three digits in one read (thread idents need two or three).
+        try:
+            blob = self.read(addr + tag_at, digits_at - tag_at + 12)
+        except OSError:  # a small int right before unmapped memory: header only
+            blob = self.read(addr + tag_at, digits_at - tag_at)
+        head = struct.unpack_from("<q", blob, 0)[0]
         if self.minor >= 12:
             ndigits, sign = head >> 3, 1 - (head & 3)
         else:
             ndigits, sign = abs(head), (1 if head >= 0 else -1)
         if ndigits > 8:
             raise ValueError("int too large")
-        at = addr + self.o.get("_long_digits", 24)
-        digits = struct.unpack(f"<{ndigits}I", self.read(at, 4 * ndigits)) if ndigits else ()
+        if digits_at - tag_at + 4 * ndigits > len(blob):
+            blob = blob[: digits_at - tag_at] + self.read(addr + digits_at, 4 * ndigits)
+        digits = struct.unpack_from(f"<{ndigits}I", blob, digits_at - tag_at)
         value = 0
         for d in reversed(digits):
             value = (value << 30) | d
@@ -161,19 +173,30 @@ class ObjectReader:
         return None
 
     # ---------------------------------------------------------------------- attributes
+    def _type_facts(self, tp: int) -> Tuple[int, int, int, int]:
+        """(tp_flags, tp_dictoffset, tp_basicsize, ht_cached_keys or 0) of a type."""
+        facts = self._types.get(tp)
+        if facts is None:
+            flags = struct.unpack("<Q", self.read(tp + self.type_flags, 8))[0]
+            dictoffset = struct.unpack("<q", self.read(tp + self.type_dictoffset, 8))[0]
+            basicsize = struct.unpack("<q", self.read(tp + self.type_basicsize, 8))[0]
+            cached = 0
+            if self.minor >= 11 and flags & _TPFLAGS_MANAGED_DICT and self.cached_keys >= 0:
+                cached = self.ptr(tp + self.cached_keys)
+            facts = self._types[tp] = (flags, dictoffset, basicsize, cached)
+        return facts
+
     def attribute(self, obj: int, name: str) -> Optional[int]:
         """An instance attribute stored in the object's __dict__ (or its inline values)."""
         tp = self.ptr(obj + self.o.get("ob_type", 8))
-        flags = struct.unpack("<Q", self.read(tp + self.type_flags, 8))[0]
+        flags, dictoffset, basicsize, cached_keys = self._type_facts(tp)
         if self.minor <= 10 or not flags & _TPFLAGS_MANAGED_DICT:
-            dictoffset = struct.unpack("<q", self.read(tp + self.type_dictoffset, 8))[0]
             if dictoffset <= 0:
                 return None
             d = self.ptr(obj + dictoffset)
             return self.dict_get_str(d, name) if d else None
-        if self.cached_keys < 0:
+        if not cached_keys:
             return None
-        cached_keys = self.ptr(tp + self.cached_keys)
         if self.minor == 11:
             d = self.ptr(obj - 24)
             if d:
@@ -189,15 +212,27 @@ class ObjectReader:
         if d:
             return self.dict_get_str(d, name)
         if flags & _TPFLAGS_INLINE_VALUES:
-            basicsize = struct.unpack("<q", self.read(tp + self.type_basicsize, 8))[0]
             return self._split_get(cached_keys, obj + basicsize, name)
         return None
 
     def _split_get(self, keys: int, values: int, name: str) -> Optional[int]:
-        for k, v in self.keys_items(keys, values):
-            if self.str(k) == name:
-                return v
-        return None
+        """The value of str key ``name`` in a split table: its slot in the shared ``keys``
+        (found once per keys object), then one read of that slot of ``values``."""
+        slot = self._slots.get((keys, name))
+        if slot is None:
+            slot = -1
+            entries, n, size, _ = self._keys_layout(keys)
+            n = min(n, _MAX_ENTRIES)
+            blob = self.read(entries, n * size) if n > 0 else b""
+            for i in range(max(n, 0)):
+                k = struct.unpack_from("<Q", blob, i * size + (8 if size == 24 else 0))[0]
+                if k and self.str(k) == name:
+                    slot = i
+                    break
+            self._slots[(keys, name)] = slot
+        if slot < 0:
+            return None
+        return self.ptr(self._values_base(values) + 8 * slot) or None
 
 
 def threading_names(proc: PyProcess) -> Dict[int, str]:

@@ -14,23 +14,26 @@ from typing import TYPE_CHECKING
 from typing import Dict
 from typing import List
 from typing import Optional
+from typing import Set
 
 if TYPE_CHECKING:
     from hostprof.native.pyprocess import PyProcess
     from hostprof.native.pyprocess import SampleRow
 
 
-def os_thread_names(pid: int) -> Dict[int, str]:
-    """tid -> /proc/PID/task/TID/comm for every thread of ``pid``."""
+def os_thread_names(pid: int, skip: Optional[Set[int]] = None) -> Dict[int, str]:
+    """tid -> /proc/PID/task/TID/comm for every thread of ``pid`` not in ``skip``."""
     out: Dict[int, str] = {}
     try:
-        tids = os.listdir(f"/proc/{pid}/task")
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
     except OSError:
         return out
-    for t in tids:
+    for tid in tids:
+        if skip and tid in skip:
+            continue
         try:
-            with open(f"/proc/{pid}/task/{t}/comm") as f:
-                out[int(t)] = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/comm", "rb") as f:
+                out[tid] = f.read().strip().decode("utf-8", "replace")
         except OSError:
             continue
     return out
@@ -44,11 +47,7 @@ def thread_names(proc: PyProcess, rows: Optional[List[SampleRow]] = None) -> Dic
         rows: an instant read with ``reader.sample_rows()``, to map thread idents to tids
             without reading the target again.
     """
-    names = os_thread_names(proc.pid)
-    # Python never copies the main thread's name to the OS (its comm stays the program's):
-    # threading's default is the best answer until _active says otherwise.
-    if proc.pid in names:
-        names[proc.pid] = "MainThread"
+    names: Dict[int, str] = {}
     try:
         from hostprof.native.pyobjects import threading_names
 
@@ -65,4 +64,12 @@ def thread_names(proc: PyProcess, rows: Optional[List[SampleRow]] = None) -> Dic
                     names[tid] = by_ident[ident]
         except Exception:
             pass
-    return names
+    # The OS name only for threads threading does not know (a /proc read each: a process
+    # with hundreds of threads would spend most of a dump here).
+    os_names = os_thread_names(proc.pid, skip=set(names))
+    # Python never copies the main thread's name to the OS (its comm stays the program's):
+    # threading's default is the best answer when _active could not be read.
+    if proc.pid in os_names:
+        os_names[proc.pid] = "MainThread"
+    os_names.update(names)
+    return os_names
