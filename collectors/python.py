@@ -20,6 +20,7 @@ import contextlib
 import os
 import threading
 import time
+from typing import Callable
 from typing import Dict
 from typing import List
 from typing import Optional
@@ -52,12 +53,16 @@ SAMPLE_TYPES = (SAMPLES, CPU_NS, WALL_NS)
 class _Target:
     """One attached process and the thread running its sampling loop."""
 
-    def __init__(self, proc: PyProcess, interval_ns: int) -> None:
+    def __init__(
+        self, proc: PyProcess, interval_ns: int, notify: Optional[Callable[[], None]] = None
+    ) -> None:
         self.proc = proc
         self.interval_ns = interval_ns
+        self.notify = notify
         self.thread: Optional[threading.Thread] = None
         self.exit_code: Optional[int] = None
         self.stopped = False
+        self.ended = False
         self.seen_tids: set = set()
         self.names: Dict[int, str] = {}
         self.last = {"torn_dropped": 0, "late": 0}
@@ -72,13 +77,18 @@ class _Target:
         self.thread.start()
 
     def _run(self) -> None:
-        self.exit_code = self.proc.reader.run(self.interval_ns)
+        try:
+            self.exit_code = self.proc.reader.run(self.interval_ns)
+        finally:
+            self.ended = True
+            if self.notify is not None and not self.stopped:
+                self.notify()
 
     @property
     def finished(self) -> bool:
         """True when the sampling loop ended on its own (the process exited or became
         unreadable), not because we stopped it."""
-        return not (self.thread is None or self.thread.is_alive() or self.stopped)
+        return self.ended and not self.stopped
 
     @property
     def gone(self) -> bool:
@@ -131,6 +141,8 @@ class PythonCollector(Collector):
         self._cpu_start = 0.0
         self._samples = 0
         self._lock = threading.Lock()
+        self.on_finish: Optional[Callable[[], None]] = None
+        """Called (from a sampling thread) when a target's sampling ends on its own."""
 
     # -------------------------------------------------------------------- lifecycle
     @classmethod
@@ -203,7 +215,7 @@ class PythonCollector(Collector):
         proc.reader.blocking = self.blocking
         # With a GIL, a parked thread's frames cannot change until it takes the GIL again.
         proc.reader.reuse_parked_stacks = not proc.free_threaded
-        target = _Target(proc, self.interval_ns)
+        target = _Target(proc, self.interval_ns, self._target_ended)
         if self._thread_states is not None and target.host_tids:
             proc.reader.set_thread_states(self._thread_states)
         # Read the thread names now, while attaching: the first drain would otherwise pay
@@ -213,6 +225,10 @@ class PythonCollector(Collector):
             proc.thread_names()
         self.targets[proc.pid] = target
         return target
+
+    def _target_ended(self) -> None:
+        if self.on_finish is not None:
+            self.on_finish()
 
     # ------------------------------------------------------------------------ drain
     def drain(self) -> RawBatch:

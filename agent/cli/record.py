@@ -419,7 +419,6 @@ def _record(collectors: List[Collector], pid: int, args: argparse.Namespace) -> 
         period=period,
         static_labels=None,
         drain_interval=0.5 if ebpf else 1.0 if live else 2.0,
-        poll_interval=0.5,
     )
     merger = None
     if any(c.name in EBPF_COLLECTORS for c in collectors) and any(
