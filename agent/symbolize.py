@@ -98,7 +98,7 @@ class _ProcessMaps:
         self.starts = np.array([m.start for m in maps], dtype=np.uint64)
         self.ends = np.array([m.end for m in maps], dtype=np.uint64)
 
-    def find(self, addrs: np.ndarray) -> np.ndarray:
+    def find(self, addrs: np.ndarray, epoch: int = 0) -> np.ndarray:
         """Index of the mapping holding each address, or -1."""
         i = np.searchsorted(self.starts, addrs, side="right").astype(np.int64) - 1
         ok = (i >= 0) & (addrs < self.ends[np.clip(i, 0, None)] if len(self.ends) else False)
@@ -113,9 +113,13 @@ class _QueriedMaps:
     full maps read of milliseconds; on hosts that start many processes that is most of the
     symboliser's time. The queries run in one C loop per call
     (:func:`hostprof.native._bpfmaps.procmap_find`), one ioctl per mapping or gap between
-    mappings rather than per address. Found mappings are cached; misses are cached per
-    address.
+    mappings rather than per address. Found mappings are cached, and so are the gaps the
+    queries saw, so the garbage return addresses of code built without frame pointers
+    (heap and stack values, small integers) are not queried drain after drain. Gaps are
+    forgotten after ``GAP_EPOCHS`` drains: a library loaded into one later is then found.
     """
+
+    GAP_EPOCHS = 4
 
     def __init__(self, pid: int, epoch: int) -> None:
         if not os.path.exists(f"/proc/{pid}"):
@@ -128,8 +132,9 @@ class _QueriedMaps:
         self.objects: Dict[int, Optional[_Object]] = {}
         self._starts: List[int] = []
         self._ends: List[int] = []
-        self._misses: set = set()
         self._sorted: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None
+        self._gaps = np.empty((0, 2), dtype=np.uint64)  # disjoint [lo, hi), sorted
+        self._gaps_epoch = epoch
 
     def _cached(self, addrs: np.ndarray) -> np.ndarray:
         if not self._starts:
@@ -147,22 +152,42 @@ class _QueriedMaps:
         at = np.clip(i, 0, None)
         return np.where((i >= 0) & (addrs < ends[at]), order[at], -1)
 
-    def find(self, addrs: np.ndarray) -> np.ndarray:
+    def _in_gap(self, addrs: np.ndarray) -> np.ndarray:
+        gaps = self._gaps
+        i = np.searchsorted(gaps[:, 0], addrs, side="right").astype(np.int64) - 1
+        return (i >= 0) & (addrs < gaps[np.clip(i, 0, None), 1])
+
+    def _add_gaps(self, new: np.ndarray) -> None:
+        both = np.concatenate([self._gaps, new])
+        both = both[np.argsort(both[:, 0], kind="stable")]
+        merged: List[List[int]] = []
+        for lo, hi in both.tolist():
+            if merged and lo <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        self._gaps = np.asarray(merged, dtype=np.uint64).reshape(-1, 2)
+
+    def find(self, addrs: np.ndarray, epoch: int = 0) -> np.ndarray:
         """Index (into ``maps``) of the executable mapping holding each address, or -1."""
         idx = self._cached(addrs)
-        if (idx >= 0).all():
+        ask = idx < 0
+        if not ask.any():
             return idx
-        missing = np.unique(addrs[idx < 0])  # sorted, as procmap_find wants
-        if self._misses:
-            missing = missing[[int(a) not in self._misses for a in missing.tolist()]]
-        if not len(missing):
-            return idx
+        if epoch - self._gaps_epoch >= self.GAP_EPOCHS:
+            self._gaps = self._gaps[:0]
+            self._gaps_epoch = epoch
+        if len(self._gaps):
+            ask &= ~self._in_gap(addrs)
+            if not ask.any():
+                return idx
+        missing = np.unique(addrs[ask])  # sorted, as procmap_find wants
         try:
             fd = os.open(f"/proc/{self.pid}/maps", os.O_RDONLY)
         except OSError:
             return idx
         try:
-            which, vmas = _bpfmaps.procmap_find(fd, missing)
+            _which, vmas, gaps = _bpfmaps.procmap_find(fd, missing)
         except OSError:
             return idx  # exited meanwhile: what was found stays
         finally:
@@ -177,11 +202,11 @@ class _QueriedMaps:
                 self.build_ids[len(self.maps) - 1] = bid
             self._starts.append(start)
             self._ends.append(end)
-        if vmas:
-            self._sorted = None
-        self._misses.update(missing[which < 0].tolist())
-        if len(self._misses) > 65536:
-            self._misses.clear()
+        if len(gaps):
+            self._add_gaps(gaps)
+        if not vmas:
+            return idx
+        self._sorted = None
         return self._cached(addrs)
 
 
@@ -550,7 +575,7 @@ class Symbolizer:
                 out[sel] = self._unknown_id("")  # exited: its maps are gone
                 continue
             pa = adj[sel]
-            idx = pm.find(pa)
+            idx = pm.find(pa, self._epoch)
             if isinstance(pm, _ProcessMaps) and (idx < 0).any():
                 # A library loaded after we read the maps: re-read once.
                 pm = self._maps(pid, refresh=True)

@@ -26,9 +26,7 @@ cimport numpy as cnp
 cnp.import_array()
 
 cdef enum:
-    _NAME_CAP = 4096
-
-NAME_CAP = _NAME_CAP
+    _NAME_BYTES = 512  # blob bytes per address for mapping paths (typical paths are < 200)
 
 
 def read_stacks(int fd, ids, uint32_t max_depth):
@@ -71,18 +69,22 @@ def procmap_find(int maps_fd, addrs):
     """The executable mappings holding ascending ``addrs`` (uint64), by PROCMAP_QUERY on an
     open /proc/PID/maps.
 
-    Returns ``(which, vmas)``: ``which[i]`` indexes ``vmas`` (-1: no executable mapping holds
-    the address); each vma is a tuple (start, end, offset, inode, flags, dev_major,
-    dev_minor, name, build_id hex or None). Raises OSError when the first query fails
-    (ENOTTY: the kernel has no PROCMAP_QUERY)."""
+    Returns ``(which, vmas, gaps)``: ``which[i]`` indexes ``vmas`` (-1: no executable
+    mapping holds the address); each vma is a tuple (start, end, offset, inode, flags,
+    dev_major, dev_minor, name, build_id hex or None); ``gaps`` is a uint64 array of shape
+    (k, 2) of [lo, hi) ranges the queries found without any executable mapping. Raises
+    OSError when the first query fails (ENOTTY: the kernel has no PROCMAP_QUERY)."""
     cdef cnp.ndarray[cnp.uint64_t, ndim=1, mode="c"] a = np.ascontiguousarray(
         addrs, dtype=np.uint64)
     cdef size_t n = a.shape[0]
     cdef cnp.ndarray[cnp.int64_t, ndim=1, mode="c"] which = np.full(n, -1, dtype=np.int64)
     if n == 0:
-        return which, []
+        return which, [], np.empty((0, 2), dtype=np.uint64)
+    cdef cnp.ndarray[cnp.uint64_t, ndim=2, mode="c"] gaps = np.empty((n, 2), dtype=np.uint64)
+    cdef size_t n_gaps = 0
     cdef hp_vma *vmas = <hp_vma *>malloc(n * sizeof(hp_vma))
-    cdef char *names = <char *>malloc(n * _NAME_CAP)
+    cdef size_t names_cap = n * _NAME_BYTES + 4096
+    cdef char *names = <char *>malloc(names_cap)
     cdef uint8_t *bids = <uint8_t *>malloc(n * HP_BUILD_ID_CAP)
     cdef long found
     cdef long k
@@ -91,18 +93,19 @@ def procmap_find(int maps_fd, addrs):
             raise MemoryError()
         with nogil:
             found = hp_procmap_find(maps_fd, <const uint64_t *>a.data, n,
-                                    <int64_t *>which.data, vmas, names, _NAME_CAP, bids)
+                                    <int64_t *>which.data, vmas, names, names_cap, bids,
+                                    <uint64_t *>gaps.data, &n_gaps)
         if found < 0:
             raise OSError(-found, f"PROCMAP_QUERY failed: {os.strerror(-found)}")
         out = []
         for k in range(found):
             v = vmas[k]
-            name = names[k * _NAME_CAP:k * _NAME_CAP + v.name_len].decode("utf-8", "replace")
+            name = names[v.name_off:v.name_off + v.name_len].decode("utf-8", "replace")
             bid = (bids[k * HP_BUILD_ID_CAP:k * HP_BUILD_ID_CAP + v.build_id_len].hex()
                    if v.build_id_len else None)
             out.append((v.start, v.end, v.offset, v.inode, v.flags, v.dev_major, v.dev_minor,
                         name, bid))
-        return which, out
+        return which, out, gaps[:n_gaps].copy()
     finally:
         free(vmas)
         free(names)

@@ -93,18 +93,21 @@ struct hp_procmap_query {
 #define HP_QUERY_COVERING_OR_NEXT_VMA 0x10
 
 long hp_procmap_find(int maps_fd, const uint64_t *addrs, size_t n, int64_t *which, hp_vma *vmas,
-                     char *names, size_t name_cap, uint8_t *build_ids) {
+                     char *names, size_t names_cap, uint8_t *build_ids, uint64_t *gaps,
+                     size_t *n_gaps) {
   size_t i = 0;
   long found = 0;
+  size_t names_used = 0;
+  char name[HP_NAME_MAX];
+  *n_gaps = 0;
   struct hp_procmap_query q;
   while (i < n) {
     memset(&q, 0, sizeof(q));
     q.size = sizeof(q);
     q.query_flags = HP_QUERY_VMA_EXECUTABLE | HP_QUERY_COVERING_OR_NEXT_VMA;
     q.query_addr = addrs[i];
-    char *name = names + (size_t)found * name_cap;
     q.vma_name_addr = (uint64_t)(uintptr_t)name;
-    q.vma_name_size = (uint32_t)name_cap;
+    q.vma_name_size = sizeof(name);
     q.build_id_addr = (uint64_t)(uintptr_t)(build_ids + (size_t)found * HP_BUILD_ID_CAP);
     q.build_id_size = HP_BUILD_ID_CAP;
     if (ioctl(maps_fd, HP_PROCMAP_QUERY, &q) != 0) {
@@ -113,9 +116,20 @@ long hp_procmap_find(int maps_fd, const uint64_t *addrs, size_t n, int64_t *whic
         return -err;
       /* ENOENT: no executable mapping at or after this address (other errors: treat the
        * rest as unresolved rather than fail the drain). */
+      if (err == ENOENT) {
+        gaps[2 * *n_gaps] = addrs[i];
+        gaps[2 * *n_gaps + 1] = UINT64_MAX;
+        (*n_gaps)++;
+      }
       for (; i < n; i++)
         which[i] = -1;
       break;
+    }
+    if (addrs[i] < q.vma_start) {
+      /* Nothing executable in [addrs[i], vma_start): every address there is garbage. */
+      gaps[2 * *n_gaps] = addrs[i];
+      gaps[2 * *n_gaps + 1] = q.vma_start;
+      (*n_gaps)++;
     }
     for (; i < n && addrs[i] < q.vma_start; i++)
       which[i] = -1; /* in the gap before the next executable mapping */
@@ -128,8 +142,15 @@ long hp_procmap_find(int maps_fd, const uint64_t *addrs, size_t n, int64_t *whic
       v->flags = q.vma_flags;
       v->dev_major = q.dev_major;
       v->dev_minor = q.dev_minor;
-      /* vma_name_size comes back with the terminating NUL counted (0: anonymous). */
-      v->name_len = q.vma_name_size ? (uint32_t)strnlen(name, name_cap) : 0;
+      /* vma_name_size comes back with the terminating NUL counted (0: anonymous). Names
+       * are packed into one blob; a name that does not fit is reported empty. */
+      size_t len = q.vma_name_size ? strnlen(name, sizeof(name)) : 0;
+      if (names_used + len > names_cap)
+        len = 0;
+      memcpy(names + names_used, name, len);
+      v->name_off = (uint32_t)names_used;
+      v->name_len = (uint32_t)len;
+      names_used += len;
       v->build_id_len = q.build_id_size;
       for (; i < n && addrs[i] < q.vma_end; i++)
         which[i] = found;

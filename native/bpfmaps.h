@@ -36,21 +36,27 @@ typedef struct {
   uint64_t flags; /* PROCMAP_QUERY vma_flags: 1 read, 2 write, 4 exec, 8 shared */
   uint32_t dev_major;
   uint32_t dev_minor;
-  uint32_t name_len;     /* bytes in names[k * name_cap], 0 for an anonymous mapping */
+  uint32_t name_off;     /* the path is names[name_off .. name_off + name_len) */
+  uint32_t name_len;     /* 0 for an anonymous mapping */
   uint32_t build_id_len; /* bytes in build_ids[k * 64], 0 when the kernel found none */
 } hp_vma;
 
 #define HP_BUILD_ID_CAP 64
+#define HP_NAME_MAX 4096 /* PATH_MAX */
 
 /* The executable mappings holding ascending addresses, through the PROCMAP_QUERY ioctl
  * (Linux 6.11+) on an open /proc/PID/maps. Each query asks for the mapping covering an
  * address or the next one after it, so one ioctl answers every address up to that mapping's
  * end, and a run of addresses in no mapping costs one ioctl, not one each.
  * which[i] is the index into vmas of the mapping holding addrs[i], or -1. vmas has room for n
- * entries, names for n * name_cap bytes, build_ids for n * HP_BUILD_ID_CAP bytes.
+ * entries, build_ids for n * HP_BUILD_ID_CAP bytes; names is a blob of names_cap bytes for
+ * the mappings' paths, packed (a path that does not fit is reported empty).
+ * gaps (room for 2 * n) receives *n_gaps [lo, hi) ranges known to hold no executable mapping
+ * (hi = UINT64_MAX: none after lo), so a caller can skip later addresses there.
  * Returns the number of mappings found, or -errno of a failed first query (ENOTTY: no
  * PROCMAP_QUERY; ESRCH: the process exited). */
 long hp_procmap_find(int maps_fd, const uint64_t *addrs, size_t n, int64_t *which, hp_vma *vmas,
-                     char *names, size_t name_cap, uint8_t *build_ids);
+                     char *names, size_t names_cap, uint8_t *build_ids, uint64_t *gaps,
+                     size_t *n_gaps);
 
 #endif

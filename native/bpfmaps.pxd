@@ -15,6 +15,7 @@ cdef extern from "bpfmaps.h" nogil:
         uint64_t flags
         uint32_t dev_major
         uint32_t dev_minor
+        uint32_t name_off
         uint32_t name_len
         uint32_t build_id_len
 
@@ -26,5 +27,5 @@ cdef extern from "bpfmaps.h" nogil:
     size_t hp_delete_ids(int fd, const int32_t *ids, size_t n) noexcept
     int hp_read_u64_array(int fd, uint32_t n, uint64_t *out) noexcept
     long hp_procmap_find(int maps_fd, const uint64_t *addrs, size_t n, int64_t *which,
-                         hp_vma *vmas, char *names, size_t name_cap,
-                         uint8_t *build_ids) noexcept
+                         hp_vma *vmas, char *names, size_t names_cap,
+                         uint8_t *build_ids, uint64_t *gaps, size_t *n_gaps) noexcept

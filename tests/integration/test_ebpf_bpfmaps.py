@@ -51,15 +51,19 @@ def test_procmap_find_answers_sorted_addresses_by_mapping_and_gap() -> None:
     fd = os.open(f"/proc/{os.getpid()}/maps", os.O_RDONLY)
     try:
         # WHEN they are looked up in one call
-        which, vmas = _bpfmaps.procmap_find(fd, addrs)
+        which, vmas, gaps = _bpfmaps.procmap_find(fd, addrs)
     finally:
         os.close(fd)
     # THEN each address maps to the executable mapping /proc/PID/maps lists for it, the two
-    # libc functions share one found mapping, and the others are in none
+    # libc functions share one found mapping, and the others are in none, inside a reported
+    # gap that holds no executable mapping
+    for lo, hi in gaps.tolist():
+        assert not [m for m in maps if m.start < hi and lo < m.end], (hex(lo), hex(hi))
     for a, w in zip(addrs.tolist(), which.tolist()):
         truth = [m for m in maps if m.start <= a < m.end]
         if not truth:
             assert w == -1, hex(a)
+            assert any(lo <= a < hi for lo, hi in gaps.tolist()), hex(a)
             continue
         start, end, offset, inode, _flags, _maj, _min, name, build_id = vmas[w]
         assert (start, end, offset, inode, name) == (
