@@ -385,6 +385,9 @@ class Symbolizer:
             if obj is not None:
                 obj.frame_ids.clear()
         self._unknown_ids: Dict[str, int] = {}  # object name -> its [unknown] frame id
+        # (object, frame file name) groups of mappings; see user_ids_multi
+        self._groups: List[Tuple[Optional[_Object], str]] = []
+        self._group_ids: Dict[Tuple[int, str], int] = {}
         self.id_generation = getattr(self, "id_generation", -1) + 1
 
     def frame_id(self, frame: Frame) -> int:
@@ -562,8 +565,6 @@ class Symbolizer:
         # Per address: the (object, frame file name) group it belongs to and its file offset.
         group = np.full(n, -1, dtype=np.int64)
         offs = np.zeros(n, dtype=np.uint64)
-        groups: List[Tuple[Optional[_Object], str]] = []
-        group_of: Dict[Tuple[int, str], int] = {}
         order = np.argsort(p, kind="stable")
         sp = p[order]
         cuts = np.flatnonzero(sp[1:] != sp[:-1]) + 1
@@ -585,26 +586,24 @@ class Symbolizer:
             hit = idx >= 0
             if not hit.any():
                 continue
-            mis = np.unique(idx[hit]).tolist()
-            gid = np.empty(len(mis), dtype=np.int64)
-            base = np.empty(len(mis), dtype=np.uint64)  # file offset minus mapping start
-            for k, mi in enumerate(mis):
-                m = pm.maps[mi]
-                obj = self._mapping_object(pm, mi)
-                key = (id(obj), m.basename)
-                g = group_of.get(key)
-                if g is None:
-                    g = group_of[key] = len(groups)
-                    groups.append((obj, m.basename))
-                gid[k] = g
-                base[k] = (m.offset - m.start) & 0xFFFF_FFFF_FFFF_FFFF  # wraps back in the sum
-            pos = np.searchsorted(np.asarray(mis, dtype=np.int64), idx[hit])
+            groups, bases = self._mapping_groups(pm)
+            mi = idx[hit]
+            if (groups[mi] < 0).any():
+                for k in np.unique(mi[groups[mi] < 0]).tolist():
+                    groups[k], bases[k] = self._group_of(pm, k)
             where = sel[hit]
-            group[where] = gid[pos]
-            offs[where] = adj[where] + base[pos]
+            group[where] = groups[mi]
+            offs[where] = adj[where] + bases[mi]
         # One symbol lookup per object over the addresses of every process.
-        for g, (obj, name) in enumerate(groups):
-            at = np.flatnonzero(group == g)
+        known = np.flatnonzero(group >= 0)
+        by_group = known[np.argsort(group[known], kind="stable")]
+        gs = group[by_group]
+        cuts = (np.flatnonzero(gs[1:] != gs[:-1]) + 1).tolist()
+        for lo, hi in zip([0, *cuts], [*cuts, len(gs)]):
+            if lo == hi:
+                continue
+            at = by_group[lo:hi]
+            obj, name = self._groups[int(gs[lo])]
             if obj is None:
                 out[at] = self._unknown_id(name)
                 continue
@@ -615,15 +614,43 @@ class Symbolizer:
                 table = obj.frame_ids[name] = np.full(len(funcs) + 1, -1, dtype=np.int64)
             hits[hits < 0] = len(funcs)  # the last slot: [unknown] in this object
             ids = table[hits]
-            for h in np.unique(hits[ids < 0]).tolist():
-                fn = funcs.names[h] if h < len(funcs) else UNKNOWN
-                table[h] = self._frame_id(self._native_frame(fn, name))
-            out[at] = table[hits]
+            if (ids < 0).any():
+                for h in np.unique(hits[ids < 0]).tolist():
+                    fn = funcs.names[h] if h < len(funcs) else UNKNOWN
+                    table[h] = self._frame_id(self._native_frame(fn, name))
+                ids = table[hits]
+            out[at] = ids
         mapped = out >= 0
         self.not_mapped += n - int(mapped.sum())
         self.frames += int(mapped.sum())
         self.unknown += int(self._unknown_mask()[out[mapped]].sum())
         return out
+
+    def _mapping_groups(self, pm: Any) -> Tuple[np.ndarray, np.ndarray]:
+        """Per mapping of a process: its (object, frame file name) group (-1: not looked at
+        yet) and its file offset minus start (uint64, wrapping), as arrays grown to
+        ``len(pm.maps)``. Cached on the process until the frame ids start over."""
+        cached = getattr(pm, "groups", None)
+        if cached is None or cached[0] != self.id_generation or len(cached[1]) < len(pm.maps):
+            old = cached[1:] if cached is not None and cached[0] == self.id_generation else None
+            groups = np.full(len(pm.maps), -1, dtype=np.int64)
+            bases = np.zeros(len(pm.maps), dtype=np.uint64)
+            if old is not None:
+                groups[: len(old[0])] = old[0]
+                bases[: len(old[1])] = old[1]
+            cached = pm.groups = (self.id_generation, groups, bases)
+        return cached[1], cached[2]
+
+    def _group_of(self, pm: Any, mi: int) -> Tuple[int, int]:
+        """(group, file offset minus start) of mapping ``mi`` of a process."""
+        m = pm.maps[mi]
+        obj = self._mapping_object(pm, mi)
+        key = (id(obj), m.basename)
+        g = self._group_ids.get(key)
+        if g is None:
+            g = self._group_ids[key] = len(self._groups)
+            self._groups.append((obj, m.basename))  # keeps obj alive, so id(obj) stays unique
+        return g, (m.offset - m.start) & 0xFFFF_FFFF_FFFF_FFFF
 
     def _unknown_id(self, obj: str) -> int:
         """Frame id of ``[unknown]`` in an object (``""``: the process is gone)."""
