@@ -344,6 +344,18 @@ cdef class Reader:
         self._get().code_check_ns = value if value > 0 else 0
 
     @property
+    def realtime(self):
+        """Whether :meth:`run`'s thread asks for SCHED_FIFO priority 1 (needs root or
+        CAP_SYS_NICE; else it keeps nice -5), so ticks stay on time on a busy host. It
+        falls back to the normal policy for good if the loop ever uses over half a CPU
+        over a second."""
+        return bool(self._get().realtime)
+
+    @realtime.setter
+    def realtime(self, value):
+        self._get().realtime = 1 if value else 0
+
+    @property
     def reuse_parked_stacks(self):
         """In :meth:`run`, reuse a thread's previous stack while the GIL's switch_number
         says no other thread has taken the GIL since it was read (a thread changes its

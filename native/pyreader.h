@@ -180,6 +180,7 @@ typedef struct {
     int max_depth;
     int read_os_state;
     int nice_boost;           /* sampling thread's nice decrease (root only), 0 = none */
+    int realtime;             /* sampling thread tries SCHED_FIFO priority 1 (root only) */
     int fast_os_state;        /* 1 inside hp_sample_loop: wchan instead of stat */
     /* page cache, valid for one sampling instant */
     uint64_t page_addr[HP_PAGE_SLOTS];

@@ -75,6 +75,7 @@ cdef extern from "pyreader.h" nogil:
         int last_error
         int64_t code_check_ns
         int gil_reuse
+        int realtime
 
     int hp_offsets_set(hp_py_offsets *o, const char *name, int64_t value) noexcept
     void hp_offsets_clear(hp_py_offsets *o) noexcept
