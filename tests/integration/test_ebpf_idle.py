@@ -3,7 +3,8 @@
 A real target runs four threads whose state is known: a pure-Python spinner (the GIL holder),
 a hasher running native code with the GIL released (running, not the GIL holder), a thread
 in time.sleep and one blocked in recv, plus the main thread blocked reading stdin. Two
-samplers read it side by side, one with the mapped sched_switch table, one with /proc only.
+samplers read it side by side, one with the mapped sched_switch table, one with /proc only,
+and a third reader takes fresh /proc stat letters as the reference.
 """
 
 from __future__ import annotations
