@@ -353,7 +353,7 @@ class Symbolizer:
         ks = self._kernel
         idx = ks.index_many(np.asarray(addrs, dtype=np.uint64))
         if self._kernel_ids is None:
-            self._kernel_ids = np.full(len(ks.addresses) + 1, -1, dtype=np.int64)
+            self._kernel_ids = np.full(len(ks.addresses) + 1, -1, dtype=np.int32)
         table = self._kernel_ids
         idx[idx < 0] = len(table) - 1  # the last slot: [unknown]
         ids = table[idx]
@@ -370,7 +370,7 @@ class Symbolizer:
             ids = table[idx]
         self.frames += len(ids)
         self.unknown += int(self._unknown_mask()[ids].sum())
-        return ids
+        return ids.astype(np.int64)
 
     # ------------------------------------------------------------------------ frame ids
     ID_LIMIT = 500_000
@@ -611,7 +611,7 @@ class Symbolizer:
             hits = funcs.lookup_many(obj.file_to_vaddr(offs[at]))
             table = obj.frame_ids.get(name)
             if table is None:
-                table = obj.frame_ids[name] = np.full(len(funcs) + 1, -1, dtype=np.int64)
+                table = obj.frame_ids[name] = np.full(len(funcs) + 1, -1, dtype=np.int32)
             hits[hits < 0] = len(funcs)  # the last slot: [unknown] in this object
             ids = table[hits]
             if (ids < 0).any():

@@ -155,3 +155,25 @@ def test_stack_map_reads_and_sweeps_in_bulk() -> None:
         c.stop()
         child.kill()
         child.wait()
+
+
+def test_frame_ids_start_over_past_their_limit() -> None:
+    # GIVEN libc function addresses of this process resolved to frame ids
+    funcs = _libc_functions()
+    sym = symbolize.Symbolizer()
+    sym.ID_LIMIT = 1  # type: ignore[misc]
+    pids = np.full(len(funcs), os.getpid())
+    addrs = np.array(list(funcs.values()), dtype=np.uint64)
+    leaf = np.zeros(len(funcs), dtype=bool)
+    first = sym.frames_of(sym.user_ids_multi(pids, addrs, leaf).tolist())
+    generation = sym.id_generation
+    # WHEN a drain starts with more ids handed out than the limit
+    sym.new_epoch()
+    # THEN the id tables start over (a new generation), and the same addresses resolve to
+    # the same frames under new ids
+    assert sym.id_generation == generation + 1
+    ids = sym.user_ids_multi(pids, addrs, leaf)
+    assert sorted(ids.tolist()) == list(range(len(funcs)))  # numbered from 0 again
+    assert sym.frames_of(ids.tolist()) == first
+    for name, frame in zip(funcs, first):
+        assert name in frame.function
