@@ -1,4 +1,4 @@
-# distutils: sources = native/pyreader.c
+# distutils: sources = native/pyreader.c native/tidmap.c
 """Thin wrapper over pyreader.c: a remote CPython stack reader. Algorithms live in the C file.
 
 One :class:`Reader` owns one ``hp_reader`` (freed in ``__dealloc__``/``close``). The sampling
@@ -109,8 +109,9 @@ cdef object _columns(hp_sample_buf *b):
 
 
 cdef list _rows(hp_sample_buf *b):
-    """One tuple per thread sample (tid, thread_id, flags, os_state, tstate, keys), keys a
-    list of frame keys root first: plain Python objects, no numpy."""
+    """One tuple per thread sample (tid, thread_id, flags, os_state, tstate, keys, ns_tid),
+    keys a list of frame keys root first, tid the host's and ns_tid the target's PID
+    namespace's: plain Python objects, no numpy."""
     cdef Py_ssize_t n = b.n_samples
     cdef Py_ssize_t i, j, end
     cdef hp_sample *s
@@ -119,7 +120,8 @@ cdef list _rows(hp_sample_buf *b):
         s = &b.samples[i]
         end = b.samples[i + 1].frames_start if i + 1 < n else b.n_frames
         keys = [b.frames[j] for j in range(<Py_ssize_t>s.frames_start, end)]
-        out.append((s.tid, s.thread_id, s.flags, chr(<unsigned char>s.os_state), s.tstate, keys))
+        out.append((s.tid, s.thread_id, s.flags, chr(<unsigned char>s.os_state), s.tstate, keys,
+                    s.ns_tid))
     return out
 
 
@@ -232,9 +234,10 @@ cdef class Reader:
             hp_buf_free(&buf)
 
     def sample_rows(self):
-        """Like :meth:`sample`, as a list of (tid, thread_id, flags, os_state, tstate, keys)
-        tuples (os_state a one-letter str, keys a list): for one-shot readers such as
-        ``dump`` that should not import numpy."""
+        """Like :meth:`sample`, as a list of (tid, thread_id, flags, os_state, tstate, keys,
+        ns_tid) tuples (os_state a one-letter str, keys a list; tid is the host's, ns_tid
+        the target's PID namespace's): for one-shot readers such as ``dump`` that should
+        not import numpy."""
         cdef hp_reader *r = self._get()
         cdef hp_sample_buf buf
         cdef int rc
@@ -345,8 +348,9 @@ cdef class Reader:
 
     @property
     def realtime(self):
-        """Whether :meth:`run`'s thread asks for SCHED_FIFO priority 1 (needs root or
-        CAP_SYS_NICE; else it keeps nice -5), so ticks stay on time on a busy host. It
+        """Whether :meth:`run`'s thread asks for SCHED_FIFO priority 1 at rates of 250 Hz
+        and more (needs root or CAP_SYS_NICE; else it keeps nice -5), so ticks stay on
+        time on a busy host. It
         falls back to the normal policy for good if the loop ever uses over half a CPU
         over a second."""
         return bool(self._get().realtime)

@@ -22,6 +22,7 @@
 #include <sys/types.h>
 
 #include "threadstate.h"
+#include "tidmap.h"
 
 #define HP_FLAG_GIL 1
 #define HP_FLAG_GC 2
@@ -120,10 +121,11 @@ typedef struct {
     uint64_t tstate;
     uint64_t thread_id;  /* pthread_t as Python's threading.get_ident() */
     uint64_t frames_start;
-    int32_t tid;
+    int32_t tid;         /* host tid (ours: /proc, eBPF), see tidmap.h */
     uint32_t n_frames;
     uint8_t flags;
     char os_state;       /* R, S, D, ... from /proc/PID/task/TID/stat; '?' if unknown */
+    int32_t ns_tid;      /* the tid as the target's PID namespace numbers it */
 } hp_sample;
 
 typedef struct {
@@ -167,6 +169,8 @@ typedef struct {
 #define HP_PAGE_SLOTS 1024
 /* Code objects whose periodic check can ride along with one instant's prefetch. */
 #define HP_PENDING_CODES 256
+/* The sampling thread asks for SCHED_FIFO only at rates of 250 Hz and more. */
+#define HP_REALTIME_INTERVAL_NS 4000000LL
 /* Default bound on how long the sampling loop trusts a cached code object unread. */
 #define HP_CODE_CHECK_NS 100000000LL
 /* An idle thread whose Python stack is unchanged keeps its state this many ticks unread. */
@@ -221,7 +225,9 @@ typedef struct {
     volatile int stop;
     int blocking;             /* opt-in: ptrace-stop every thread while reading */
     int32_t *seized;          /* tids seized with PTRACE_SEIZE (blocking mode) */
+    char *seized_state;       /* each one's OS state read just before it was stopped */
     uint32_t n_seized, cap_seized;
+    int paused;               /* the seized threads are stopped now: their OS state is ours */
     int last_error;
     uint64_t *scratch;        /* one thread's frame keys, leaf first */
     uint64_t leaf_sig;        /* walk_thread: leaf frame address and instruction offset, mixed */
@@ -244,6 +250,8 @@ typedef struct {
     uint32_t n_memos, cap_memos, memo_hint;
     /* sched_switch thread states (offcpu collector), or NULL: /proc only. Not owned. */
     hp_threadstate *threadstate;
+    /* namespace tids -> host tids (targets in another PID namespace) */
+    hp_tidmap tidmap;
 } hp_reader;
 
 /* Sets one offsets field by name (as in pyreader.h); returns 0, or -1 for an unknown name. */
