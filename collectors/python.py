@@ -5,8 +5,9 @@ runs the native sampling loop (:meth:`hostprof.native._sampler.Reader.run`, GIL 
 :meth:`PythonCollector.drain` turns what it collected into one :class:`RawBatch`:
 
 * frames are interned per unique (code object, line) key with numpy, not per sample;
-* each sample keeps its OS thread id and CLOCK_MONOTONIC timestamp, so eBPF samples can be
-  joined to Python stacks by (tid, nearest timestamp);
+* each sample keeps its OS thread id (the host's, also for a target in a container with its
+  own PID namespace) and CLOCK_MONOTONIC timestamp, so eBPF samples can be joined to Python
+  stacks by (tid, nearest timestamp);
 * flags say whether the thread held the GIL, was inside the cyclic GC (the stack then ends in
   a synthetic ``<gc>`` frame) or was idle (blocked: from the offcpu collector's sched_switch
   table when one runs in this process, else from /proc/PID/task/TID/wchan);
@@ -66,9 +67,6 @@ class _Target:
         self.seen_tids: set = set()
         self.names: Dict[int, str] = {}
         self.last = {"torn_dropped": 0, "late": 0}
-        # The interpreter reports thread ids as its PID namespace numbers them; the
-        # sched_switch table is keyed by host tids, so it only serves targets in ours.
-        self.host_tids = _same_pid_namespace(proc.pid)
 
     def start(self) -> None:
         self.thread = threading.Thread(
@@ -216,7 +214,9 @@ class PythonCollector(Collector):
         # With a GIL, a parked thread's frames cannot change until it takes the GIL again.
         proc.reader.reuse_parked_stacks = not proc.free_threaded
         target = _Target(proc, self.interval_ns, self._target_ended)
-        if self._thread_states is not None and target.host_tids:
+        # The reader maps a containerised target's namespace tids to host tids (tidmap.h),
+        # so the host-keyed table serves every target.
+        if self._thread_states is not None:
             proc.reader.set_thread_states(self._thread_states)
         # Read the thread names now, while attaching: the first drain would otherwise pay
         # for it (imports and a walk of threading._active) in the middle of the recording.
@@ -300,7 +300,7 @@ class PythonCollector(Collector):
             return
         self._thread_states = ts
         for t in self.targets.values():
-            t.proc.reader.set_thread_states(ts if t.host_tids else None)
+            t.proc.reader.set_thread_states(ts)
 
     def _follow_children(self) -> None:
         import psutil
@@ -408,14 +408,6 @@ def _concat(batches: List[RawBatch]) -> RawBatch:
         missed=sum(b.missed for b in batches),
         late=sum(b.late for b in batches),
     )
-
-
-def _same_pid_namespace(pid: int) -> bool:
-    """Whether ``pid`` lives in this process's PID namespace (so its tids are ours)."""
-    try:
-        return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return False
 
 
 def _thread_cpu_total() -> float:

@@ -1,4 +1,4 @@
-# distutils: sources = native/pyreader.c
+# distutils: sources = native/pyreader.c native/tidmap.c
 """Test-only entry points into pyreader.c (line-table decoding without a target process)."""
 
 from libc.stdint cimport int32_t

@@ -43,8 +43,9 @@ from hostprof.procmaps import read_maps
 if TYPE_CHECKING:
     import numpy as np
 
-SampleRow = Tuple[int, int, int, str, int, List[int]]
-"""One thread of ``Reader.sample_rows()``: (tid, thread_id, flags, os_state, tstate, keys)."""
+SampleRow = Tuple[int, int, int, str, int, List[int], int]
+"""One thread of ``Reader.sample_rows()``: (tid, thread_id, flags, os_state, tstate, keys,
+ns_tid)."""
 
 _PYTHON_NAME = re.compile(r"^(?:lib)?python(\d)\.(\d+)")
 
@@ -147,7 +148,7 @@ class ThreadStack:
     """One thread's Python stack at one instant (what ``dump`` prints)."""
 
     tid: int
-    """OS thread id."""
+    """OS thread id, as hostprof's PID namespace (the host's) numbers it: /proc, ps, eBPF."""
     thread_id: int
     """``threading.get_ident()`` of the thread (its pthread_t)."""
     name: str
@@ -163,6 +164,10 @@ class ThreadStack:
     locals: Optional[List[Dict[str, str]]] = None
     """With ``stacks(locals=True)``: each frame's local variables (name -> summary), parallel
     to ``frames``; None when not asked for or when the stack moved while being read."""
+    ns_tid: int = 0
+    """The thread id as the target's own PID namespace numbers it (what the program itself
+    sees, e.g. ``threading.get_native_id()``); equal to ``tid`` unless the target runs in a
+    container with its own PID namespace."""
 
     @property
     def idle(self) -> bool:
@@ -250,7 +255,7 @@ class PyProcess:
             raise self._read_error(exc) from None
         names = self.thread_names([row[0] for row in rows], rows)
         out = []
-        for tid, thread_id, flags, os_state, tstate, keys in rows:
+        for tid, thread_id, flags, os_state, tstate, keys, ns_tid in rows:
             frames = [self.frame(k) for k in keys]
             out.append(
                 ThreadStack(
@@ -261,6 +266,7 @@ class PyProcess:
                     holds_gil=bool(flags & 1),
                     in_gc=bool(flags & 2),
                     os_state=OS_STATES.get(os_state, "unknown"),
+                    ns_tid=ns_tid,
                 )
             )
             if locals:

@@ -36,6 +36,7 @@ cdef extern from "pyreader.h" nogil:
         uint32_t n_frames
         uint8_t flags
         char os_state
+        int32_t ns_tid
 
     ctypedef struct hp_sample_buf:
         hp_sample *samples

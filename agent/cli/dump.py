@@ -96,13 +96,16 @@ class DumpCommand(Command):
 
 
 def to_json(proc: PyProcess, stacks: List[ThreadStack]) -> Dict[str, Any]:
-    """The dump as a JSON-able dict (frames innermost last)."""
+    """The dump as a JSON-able dict (frames innermost last). ``tid`` is the host's thread id
+    (as /proc, ps and eBPF tools show it), ``ns_tid`` the target's own (its PID namespace's:
+    they differ in containers)."""
     return {
         "pid": proc.pid,
         "python": proc.version,
         "threads": [
             {
                 "tid": s.tid,
+                "ns_tid": s.ns_tid,
                 "thread_id": s.thread_id,
                 "name": s.name,
                 "holds_gil": s.holds_gil,
@@ -135,7 +138,8 @@ def to_text(proc: PyProcess, stacks: List[ThreadStack], show_locals: bool = Fals
         if s.in_gc:
             marks.append("in GC")
         lines.append("")
-        lines.append(f"Thread {s.tid} {s.name!r} ({', '.join(marks)})")
+        ns = f" (tid {s.ns_tid} in its PID namespace)" if s.ns_tid and s.ns_tid != s.tid else ""
+        lines.append(f"Thread {s.tid}{ns} {s.name!r} ({', '.join(marks)})")
         if not s.frames:
             lines.append("    (no Python frames)")
         for i, f in enumerate(s.frames):
