@@ -408,17 +408,19 @@ def _record(collectors: List[Collector], pid: int, args: argparse.Namespace) -> 
         sample_types += [t for t in getattr(c, "sample_types", ()) if t not in sample_types]
     # Each drain costs the main thread ~0.5-1 ms, mostly fixed (a tenth of the whole
     # profiler's CPU at 100 Hz if done twice a second). The native loop buffers samples
-    # between drains, so Python-only recordings drain every 2 s (1 s on a terminal, for the
-    # progress line); eBPF collectors' kernel buffers need draining twice a second.
+    # between drains, so Python-only recordings drain every 5 s (1 s on a terminal, for the
+    # progress line; 2 s with --subprocesses, which looks for new children at each drain);
+    # eBPF collectors' kernel buffers need draining twice a second.
     live = sys.stderr.isatty()
     ebpf = any(c.name in EBPF_COLLECTORS for c in collectors)
+    quiet = 2.0 if args.subprocesses else 5.0
     session = Session(
         collectors,
         sample_types,
         period_type=CPU_NS,
         period=period,
         static_labels=None,
-        drain_interval=0.5 if ebpf else 1.0 if live else 2.0,
+        drain_interval=0.5 if ebpf else 1.0 if live else quiet,
     )
     merger = None
     if any(c.name in EBPF_COLLECTORS for c in collectors) and any(
