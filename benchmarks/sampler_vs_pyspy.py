@@ -460,6 +460,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("py-spy is not installed: pip install py-spy", file=sys.stderr)
         return 2
     rates = [int(r) for r in args.rates.split(",")]
+    load_before = os.getloadavg()
     rows = []
     for name in args.workloads.split(","):
         for rate in rates:
@@ -475,9 +476,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{'rate hp':>7} {'rate spy':>8} | {'err hp':>6} {'err spy':>7} | "
         f"{'stop hp':>7} {'stop spy':>8} | {'GC hp':>6} {'GC true':>7}"
     )
+    load_after = os.getloadavg()
     print(
         f"\nhostprof vs py-spy: medians of {args.runs} runs, {args.duration:g} s each, "
-        f"target {TARGET_PYTHON}"
+        f"target {TARGET_PYTHON}; load average {load_before[0]:.1f} at the start, "
+        f"{load_after[0]:.1f} at the end (1 min), {os.cpu_count()} CPUs"
     )
     print(header)
     print("-" * len(header))
