@@ -769,8 +769,10 @@ void hp_reader_free(hp_reader *r) {
     r->n_memos = r->cap_memos = 0;
     free(r->seized);
     free(r->seized_state);
+    free(r->seized_ran);
     r->seized = NULL;
     r->seized_state = NULL;
+    r->seized_ran = NULL;
     hp_tidmap_free(&r->tidmap);
     r->n_seized = r->cap_seized = 0;
     free(r->pages);
@@ -1242,20 +1244,42 @@ static void forget_seized(hp_reader *r, uint32_t i) {
     r->n_seized--;
     r->seized[i] = r->seized[r->n_seized];
     r->seized_state[i] = r->seized_state[r->n_seized];
+    r->seized_ran[i] = r->seized_ran[r->n_seized];
 }
 
-/* The OS state of a thread about to be stopped. Read before the stop: once stopped, /proc
- * and the sched_switch table show every thread stopped by us ('t'), which reads as idle. */
-static char state_before_pause(hp_reader *r, int32_t tid) {
+/* CPU time a thread has run (first field of /proc/PID/task/TID/schedstat), 0 if unknown. */
+static uint64_t run_time_ns(pid_t pid, int32_t tid) {
+    char path[64], buf[96];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/schedstat", (int)pid, (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    return strtoull(buf, NULL, 10);
+}
+
+static int blocked_state(char c) { return c && c != 'R' && c != '?'; }
+
+/* The OS state of seized thread i, about to be stopped. Read before the stop: once stopped,
+ * /proc and the sched_switch table show every thread stopped by us ('t'), i.e. idle.
+ * Stopping a blocked thread wakes it, so after we resume it, it is runnable until it gets a
+ * CPU and blocks again: on a busy host that outlasts a tick. One found runnable that has not
+ * run since the previous pause left it blocked (its schedstat run time then, seized_ran, is
+ * unchanged) is still where that pause found it: it keeps that state. */
+static char state_before_pause(hp_reader *r, uint32_t i) {
     if (!r->read_os_state) return 0;
+    int32_t tid = r->seized[i];
     hp_threadstate *ts = __atomic_load_n(&r->threadstate, __ATOMIC_ACQUIRE);
     uint64_t seen = 0;
     char c = ts ? hp_threadstate_get(ts, tid, &seen) : 0;
-    if (c) {
-        r->stats.state_hits++;
-        return c;
-    }
-    return os_state(r, tid, 0);
+    if (c) r->stats.state_hits++;
+    else c = os_state(r, tid, 0);
+    if (c == 'R' && blocked_state(r->seized_state[i]) && r->seized_ran[i] &&
+        run_time_ns(r->pid, tid) == r->seized_ran[i])
+        c = r->seized_state[i];
+    return c;
 }
 
 /* Waits for tid's interrupt stop, passing on any signal it receives meanwhile. Returns 0 when
@@ -1290,15 +1314,18 @@ static void pause_threads(hp_reader *r) {
                 if (t) r->seized = t;
                 char *st = realloc(r->seized_state, cap);
                 if (st) r->seized_state = st;
-                if (!t || !st) { ptrace(PTRACE_DETACH, tid, 0, 0); continue; }
+                uint64_t *ran = realloc(r->seized_ran, cap * sizeof *ran);
+                if (ran) r->seized_ran = ran;
+                if (!t || !st || !ran) { ptrace(PTRACE_DETACH, tid, 0, 0); continue; }
                 r->cap_seized = cap;
             }
+            r->seized_state[r->n_seized] = 0;
+            r->seized_ran[r->n_seized] = 0;
             r->seized[r->n_seized++] = tid;
         }
         closedir(dir);
     }
-    for (uint32_t i = 0; i < r->n_seized; i++)
-        r->seized_state[i] = state_before_pause(r, r->seized[i]);
+    for (uint32_t i = 0; i < r->n_seized; i++) r->seized_state[i] = state_before_pause(r, i);
     for (uint32_t i = 0; i < r->n_seized;) {
         if (ptrace(PTRACE_INTERRUPT, r->seized[i], 0, 0) != 0) { forget_seized(r, i); continue; }
         i++;
@@ -1306,6 +1333,11 @@ static void pause_threads(hp_reader *r) {
     for (uint32_t i = 0; i < r->n_seized;) {
         if (wait_interrupt_stop(r->seized[i]) != 0) { forget_seized(r, i); continue; }
         i++;
+    }
+    /* Run times of the blocked ones while stopped (stopping them made them run a little). */
+    for (uint32_t i = 0; i < r->n_seized; i++) {
+        int blocked = blocked_state(r->seized_state[i]);
+        r->seized_ran[i] = blocked ? run_time_ns(r->pid, r->seized[i]) : 0;
     }
     r->paused = 1;
 }

@@ -226,6 +226,7 @@ typedef struct {
     int blocking;             /* opt-in: ptrace-stop every thread while reading */
     int32_t *seized;          /* tids seized with PTRACE_SEIZE (blocking mode) */
     char *seized_state;       /* each one's OS state read just before it was stopped */
+    uint64_t *seized_ran;     /* and its run time then (schedstat), when it was blocked */
     uint32_t n_seized, cap_seized;
     int paused;               /* the seized threads are stopped now: their OS state is ours */
     int last_error;
