@@ -376,13 +376,14 @@ def test_record_with_offcpu_takes_idle_states_from_the_table(
         assert f"({target.tids[name]})>" in text and f"{name}" in text, name
 
 
-def test_targets_in_another_pid_namespace_do_not_use_the_table(target: _Target) -> None:
+def test_targets_in_another_pid_namespace_use_the_table_by_host_tid(target: _Target) -> None:
     require_bpf()
     from hostprof.collectors.offcpu import OffCpuCollector
     from hostprof.collectors.python import PythonCollector
 
     # GIVEN a target in its own PID namespace (its interpreter numbers threads 1, 2, ...,
-    # while the sched_switch table is keyed by host tids) next to one in ours
+    # while the sched_switch table is keyed by host tids: the sampler maps them) next to
+    # one in ours
     unshare = subprocess.Popen(
         [
             "unshare",
@@ -409,8 +410,9 @@ def test_targets_in_another_pid_namespace_do_not_use_the_table(target: _Target) 
         py = PythonCollector.probe([target.pid, inner], rate=200, idle=True)
         # WHEN both are sampled while the offcpu collector runs
         py.start()
-        _sample([py], 0.75)
+        (batches,) = _sample([py], 0.75)
         stats = {pid: t.proc.reader.stats() for pid, t in py.targets.items()}
+        host_tids = set(map(int, os.listdir(f"/proc/{inner}/task")))
     finally:
         if py is not None:
             py.close()
@@ -418,6 +420,9 @@ def test_targets_in_another_pid_namespace_do_not_use_the_table(target: _Target) 
         unshare.kill()
         unshare.wait(timeout=10)
     print({pid: (s["state_hits"], s["os_reads"]) for pid, s in stats.items()})
-    # THEN only the target in our namespace takes thread states from the table
+    # THEN both take thread states from the table, and the namespaced target's samples
+    # carry its host tids (tests/integration/test_sampler_pidns.py checks its idle flags)
     assert stats[target.pid]["state_hits"] > 0
-    assert stats[inner]["state_hits"] == 0 and stats[inner]["samples"] > 0
+    assert stats[inner]["state_hits"] > 0 and stats[inner]["samples"] > 0
+    inner_tids = {t for b in batches for p, t in zip(b.pid.tolist(), b.tid.tolist()) if p == inner}
+    assert inner_tids == host_tids, (inner_tids, host_tids)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils import target
 
+from hostprof.collectors._batch import FLAG_IDLE
 from hostprof.collectors.python import PythonCollector
 from hostprof.native.pyprocess import attach
+from tests.conftest import require_bpf
 
 # A CPU-bound thread plus a 2 ms interval timer whose SIGALRM handler counts deliveries.
 SOURCE = "\n".join(
@@ -83,3 +89,67 @@ def test_blocking_pauses_then_detaches_and_keeps_signals() -> None:
             for p in Path(f"/proc/{t.pid}/task").iterdir()
         }
         assert not states & {"t", "T"}
+
+
+# Two threads running native code with the GIL released (running, never the GIL holder), one
+# sleeping, and the main thread sleeping too.
+THREADS = "\n".join(
+    [
+        "import hashlib, json, threading, time",
+        "data = b'x' * (8 << 20)",
+        "def hasher():",
+        "    while True:",
+        "        hashlib.sha256(data).digest()",
+        "def sleeper():",
+        "    while True:",
+        "        time.sleep(0.05)",
+        "for name, f in (('hasher1', hasher), ('hasher2', hasher), ('sleeper', sleeper)):",
+        "    threading.Thread(target=f, name=name, daemon=True).start()",
+        "time.sleep(0.2)",
+        "print('READY', json.dumps({t.name: t.native_id for t in threading.enumerate()}))",
+        "while True:",
+        "    time.sleep(1)",
+    ]
+)
+
+
+@pytest.mark.parametrize("idle_source", ["proc", "sched_switch"])
+def test_blocking_reads_idle_states_from_before_the_pause(idle_source: str) -> None:
+    # While paused, /proc and the sched_switch table see every thread stopped by ptrace:
+    # the states must be the ones from just before the pause.
+    off = None
+    if idle_source == "sched_switch":
+        require_bpf()
+    with target(THREADS) as t:
+        tids = json.loads(t.ready_line.split(" ", 1)[1])
+        if idle_source == "sched_switch":
+            from hostprof.collectors.offcpu import OffCpuCollector
+
+            off = OffCpuCollector.probe([t.pid])
+            off.start()
+        try:
+            collector = PythonCollector([attach(t.pid)], rate=100, idle=True, blocking=True)
+            collector.start()
+            batches = []
+            for _ in range(6):
+                time.sleep(0.25)
+                batches.append(collector.drain())
+            stats = collector.stats()
+            collector.close()
+        finally:
+            if off is not None:
+                off.stop()
+    tid = np.concatenate([b.tid for b in batches])
+    flags = np.concatenate([b.flags for b in batches])
+    shares = {}
+    for name, thread in tids.items():
+        mine = tid == thread
+        assert mine.sum() >= 30, (name, int(mine.sum()))
+        shares[name] = float(np.mean((flags[mine] & FLAG_IDLE) != 0))
+    print(shares, stats["paused_seconds"], stats["state_hits"], stats["os_reads"])
+    # THEN the target was paused, the hashers were running and the sleepers idle
+    assert stats["paused_seconds"] > 0
+    assert shares["hasher1"] < 0.3 and shares["hasher2"] < 0.3, shares
+    assert shares["sleeper"] > 0.8 and shares["MainThread"] > 0.8, shares
+    if idle_source == "sched_switch":
+        assert stats["state_hits"] > 100, stats
