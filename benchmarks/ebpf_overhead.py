@@ -444,7 +444,7 @@ DAEMON_INTERVAL_S = 10.0  # the daemon's drain interval in host-wide mode (agent
 
 def _cpu_rows(cpu_runs: List[Dict], pid_runs: List[Dict], daemon_runs: List[Dict]) -> List[tuple]:
     """Table rows of the agent-CPU section."""
-    daemon = [
+    daemon = daemon_runs and [
         (
             f"agent CPU, host-wide, drains every {DAEMON_INTERVAL_S:.0f} s (daemon default)",
             f"{100 * med(r['cpu_share'] for r in daemon_runs):.2f} % of a core",
@@ -471,7 +471,7 @@ def _cpu_rows(cpu_runs: List[Dict], pid_runs: List[Dict], daemon_runs: List[Dict
                 "",
             ),
         ]
-        + (daemon if daemon_runs else [])
+        + (daemon or [])
         + [
             (
                 "  host activity: 3 busy processes (25 % duty) + short-lived processes/s",
