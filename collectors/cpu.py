@@ -174,9 +174,11 @@ def _split_stacks(
             dup = (ids[1:] == ids[:-1]) & (which[1:] == which[:-1]) & unknown[ids[1:]]
             keep = np.concatenate(([True], ~dup))
             ids, which = ids[keep], which[keep]
-    # Reversed, each stack is root first and the stacks come last to first.
-    counts = np.bincount(which, minlength=n)[::-1]
-    parts = np.split(ids[::-1].copy(), np.cumsum(counts)[:-1])
+    # Reversed, each stack is root first and the stacks come last to first. Plain slices:
+    # numpy.split costs several Python calls per piece.
+    flat = ids[::-1].copy()
+    ends = np.cumsum(np.bincount(which, minlength=n)[::-1]).tolist()
+    parts = [flat[lo:hi] for lo, hi in zip([0, *ends[:-1]], ends)]
     return parts[::-1]
 
 
