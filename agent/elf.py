@@ -126,7 +126,7 @@ class FunctionTable:
         import numpy as np
 
         addrs = np.asarray(addresses, dtype=np.uint64)
-        idx = np.searchsorted(self.addresses, addrs, side="right").astype(np.int64) - 1
+        idx = self.addresses.searchsorted(addrs, side="right").astype(np.int64) - 1
         ok = idx >= 0
         safe = np.where(ok, idx, 0)
         if len(self.addresses):

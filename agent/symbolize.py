@@ -61,7 +61,7 @@ class _Object:
         """Link-time addresses of file offsets (via the containing PT_LOAD segment)."""
         if not len(self.seg_offsets):
             return offsets
-        i = np.clip(np.searchsorted(self.seg_offsets, offsets, side="right") - 1, 0, None)
+        i = np.maximum(self.seg_offsets.searchsorted(offsets, side="right") - 1, 0)
         return offsets - self.seg_offsets[i] + self.seg_vaddrs[i]
 
 
@@ -100,8 +100,8 @@ class _ProcessMaps:
 
     def find(self, addrs: np.ndarray, epoch: int = 0) -> np.ndarray:
         """Index of the mapping holding each address, or -1."""
-        i = np.searchsorted(self.starts, addrs, side="right").astype(np.int64) - 1
-        ok = (i >= 0) & (addrs < self.ends[np.clip(i, 0, None)] if len(self.ends) else False)
+        i = self.starts.searchsorted(addrs, side="right").astype(np.int64) - 1
+        ok = (i >= 0) & (addrs < self.ends[np.maximum(i, 0)] if len(self.ends) else False)
         return np.where(ok, i, -1)
 
 
@@ -148,14 +148,14 @@ class _QueriedMaps:
             ends = np.asarray(self._ends, dtype=np.uint64)[order]
             self._sorted = (starts[order], ends, order.astype(np.int64))
         starts, ends, order = self._sorted
-        i = np.searchsorted(starts, addrs, side="right").astype(np.int64) - 1
-        at = np.clip(i, 0, None)
+        i = starts.searchsorted(addrs, side="right").astype(np.int64) - 1
+        at = np.maximum(i, 0)
         return np.where((i >= 0) & (addrs < ends[at]), order[at], -1)
 
     def _in_gap(self, addrs: np.ndarray) -> np.ndarray:
         gaps = self._gaps
-        i = np.searchsorted(gaps[:, 0], addrs, side="right").astype(np.int64) - 1
-        return (i >= 0) & (addrs < gaps[np.clip(i, 0, None), 1])
+        i = gaps[:, 0].searchsorted(addrs, side="right").astype(np.int64) - 1
+        return (i >= 0) & (addrs < gaps[np.maximum(i, 0), 1])
 
     def _add_gaps(self, new: np.ndarray) -> None:
         both = np.concatenate([self._gaps, new])
@@ -298,12 +298,12 @@ class KernelSymbols:
         """Index of the symbol holding each address (-1: below the first, or restricted)."""
         if not len(self.addresses):
             return np.full(len(addrs), -1, dtype=np.int64)
-        return np.searchsorted(self.addresses, addrs, side="right").astype(np.int64) - 1
+        return self.addresses.searchsorted(addrs, side="right").astype(np.int64) - 1
 
     def lookup_many(self, addrs: np.ndarray) -> List[str]:
         if not len(self.addresses):
             return [UNKNOWN] * len(addrs)
-        i = np.searchsorted(self.addresses, addrs, side="right").astype(np.int64) - 1
+        i = self.addresses.searchsorted(addrs, side="right").astype(np.int64) - 1
         return [self.name(j) if j >= 0 else UNKNOWN for j in i.tolist()]
 
 
