@@ -212,7 +212,13 @@ static void prefetch_pages(hp_reader *r) {
         }
     }
     /* Code objects due for their periodic check ride along, after the lines (a read stops
-     * at the first unreadable remote range: a freed code object must not cost the lines). */
+     * at the first unreadable remote range: a freed code object must not cost the lines).
+     * Drop those checked meanwhile (at once, after an out-of-range instruction offset). */
+    uint32_t kept = 0;
+    for (uint32_t k = 0; k < r->n_pending; k++)
+        if (r->codes[r->pending[k]].pending) r->pending[kept++] = r->pending[k];
+    r->n_pending = kept;
+    if (n < 2 && !r->n_pending) return;
     int np = 0;
     size_t span = (size_t)r->code_span_len;
     while (np < (int)r->n_pending && n + np < HP_PAGE_SLOTS && nr + np < HP_PAGE_SLOTS) {
@@ -824,6 +830,7 @@ static int code_check_span(hp_reader *r, hp_code *c, const uint8_t *span) {
 static void check_pending_codes(hp_reader *r, const uint8_t *spans, int n_read) {
     for (uint32_t i = 0; i < r->n_pending; i++) {
         hp_code *c = &r->codes[r->pending[i]];
+        if (!c->pending) continue; /* checked meanwhile (only when not read: n_read < 0) */
         if ((int)i < n_read) code_check_span(r, c, spans + (size_t)i * 64);
         else if ((int)i == n_read) code_check_span(r, c, NULL);
         else { c->pending = 0; c->check_now = 1; }
