@@ -76,8 +76,15 @@ static int push(hp_tidmap *m, int32_t ns, int32_t host) {
     return 0;
 }
 
-/* Rebuilds the map from every task of the target: a status read per thread (tens of us
- * each), only when a thread the map does not know shows up. */
+static int host_cmp(const void *a, const void *b) {
+    int32_t x = ((const hp_tid_pair *)a)->host, y = ((const hp_tid_pair *)b)->host;
+    return (x > y) - (x < y);
+}
+
+/* Rebuilds the map from the target's task list, when a thread the map does not know shows
+ * up. Threads already mapped keep their pair (host tids are not reused while the thread
+ * lives); only new ones cost a status read (tens of us each), so a pool that keeps
+ * starting threads does not pay for every thread on each start. */
 static void scan(hp_tidmap *m, int64_t now_ns) {
     char path[64];
     m->scanned_ns = now_ns;
@@ -85,17 +92,32 @@ static void scan(hp_tidmap *m, int64_t now_ns) {
     snprintf(path, sizeof path, "/proc/%d/task", (int)m->pid);
     DIR *dir = opendir(path);
     if (!dir) return;
+    /* The old pairs, by host tid (misses, host 0, are dropped). */
+    uint32_t n_old = 0;
+    hp_tid_pair *old = m->n ? malloc(m->n * sizeof *old) : NULL;
+    if (old) {
+        for (uint32_t i = 0; i < m->n; i++)
+            if (m->pairs[i].host) old[n_old++] = m->pairs[i];
+        qsort(old, n_old, sizeof *old, host_cmp);
+    }
     m->n = 0;
     struct dirent *e;
     while ((e = readdir(dir)) != NULL) {
         int32_t host = (int32_t)atoi(e->d_name), first = 0, last = 0;
         if (host <= 0) continue;
-        snprintf(path, sizeof path, "/proc/%d/task/%d/status", (int)m->pid, (int)host);
-        if (read_nspid(path, &first, &last) > 0 && first == host && last > 0 &&
-            push(m, last, host) != 0)
-            break;
+        hp_tid_pair key = {.ns = 0, .host = host};
+        hp_tid_pair *known = n_old ? bsearch(&key, old, n_old, sizeof *old, host_cmp) : NULL;
+        if (known) {
+            last = known->ns;
+        } else {
+            snprintf(path, sizeof path, "/proc/%d/task/%d/status", (int)m->pid, (int)host);
+            if (read_nspid(path, &first, &last) <= 0 || first != host) continue;
+            m->status_reads++;
+        }
+        if (last > 0 && push(m, last, host) != 0) break;
     }
     closedir(dir);
+    free(old);
     qsort(m->pairs, m->n, sizeof *m->pairs, pair_cmp);
 }
 

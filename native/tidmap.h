@@ -10,9 +10,9 @@
  *
  * The map is built on first use: a target in our namespace (one NSpid entry) maps every tid
  * to itself at no cost. Otherwise /proc/PID/task is scanned whenever a namespace tid the map
- * does not know shows up (threads come and go); a tid still not found is retried at most
- * every HP_TIDMAP_RETRY_NS, so a thread state outliving its thread does not rescan each
- * tick. Nothing here touches Python objects: safe with the GIL released.
+ * does not know shows up (threads come and go), reading the status of threads not mapped
+ * yet only; a tid still not found is retried at most every HP_TIDMAP_RETRY_NS, so a thread
+ * state outliving its thread does not rescan each tick. Nothing here touches Python objects: safe with the GIL released.
  */
 #ifndef HOSTPROF_TIDMAP_H
 #define HOSTPROF_TIDMAP_H
@@ -35,6 +35,7 @@ typedef struct {
     uint32_t n, cap;
     int64_t scanned_ns;  /* when /proc/PID/task was last scanned (the caller's clock) */
     uint64_t scans;      /* scans so far */
+    uint64_t status_reads; /* /proc/PID/task/TID/status reads by scans */
 } hp_tidmap;
 
 void hp_tidmap_init(hp_tidmap *m, pid_t pid);

@@ -21,6 +21,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
+from hostprof.collectors._batch import FLAG_IDLE
 from tests.conftest import require_bpf
 from tests.integration._ebpf import PYENV_PYTHON
 
@@ -42,8 +43,13 @@ for f in (spinner, sleeper, reader):
     threading.Thread(target=f, name=f.__name__, daemon=True).start()
 time.sleep(0.2)
 print("READY", json.dumps({t.name: t.native_id for t in threading.enumerate()}), flush=True)
-for line in sys.stdin:
-    pass
+def late():
+    while True:
+        time.sleep(0.2)
+for line in sys.stdin:  # each line starts one more sleeping thread, named after it
+    t = threading.Thread(target=late, name=line.strip(), daemon=True)
+    t.start()
+    print("STARTED", t.native_id, flush=True)
 """
 
 
@@ -72,13 +78,26 @@ class _NamespacedTarget:
         self.ns_tids: Dict[str, int] = json.loads(line.split(" ", 1)[1])
         with open(f"/proc/{self.unshare.pid}/task/{self.unshare.pid}/children") as f:
             (self.pid,) = map(int, f.read().split())
-        host_of_ns = {}
+        host_of_ns = self.host_of_ns()
+        self.host_tids = {name: host_of_ns[ns] for name, ns in self.ns_tids.items()}
+
+    def host_of_ns(self) -> Dict[int, int]:
+        """Namespace tid -> host tid of every thread, from the NSpid: lines."""
+        out = {}
         for task in os.listdir(f"/proc/{self.pid}/task"):
             status = Path(f"/proc/{self.pid}/task/{task}/status").read_text()
             ids = [int(x) for x in status.split("NSpid:")[1].splitlines()[0].split()]
             assert ids[0] == int(task) and len(ids) == 2, ids
-            host_of_ns[ids[-1]] = ids[0]
-        self.host_tids = {name: host_of_ns[ns] for name, ns in self.ns_tids.items()}
+            out[ids[-1]] = ids[0]
+        return out
+
+    def start_thread(self, name: str) -> int:
+        """Starts one more sleeping thread; returns its host tid."""
+        self.unshare.stdin.write(name + "\n")  # type: ignore[union-attr]
+        self.unshare.stdin.flush()  # type: ignore[union-attr]
+        line = self.unshare.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("STARTED"), line
+        return self.host_of_ns()[int(line.split()[1])]
 
     def kill(self) -> None:
         self.unshare.kill()
@@ -97,8 +116,6 @@ def target() -> Iterator[_NamespacedTarget]:
 
 
 def _idle_shares(batches: list, tids: Dict[str, int]) -> Dict[str, float]:
-    from hostprof.collectors._batch import FLAG_IDLE
-
     tid = np.concatenate([b.tid for b in batches])
     flags = np.concatenate([b.flags for b in batches])
     out = {}
@@ -135,12 +152,12 @@ def test_samples_carry_host_tids_and_right_idle_flags_from_proc(
         py.close()
     # THEN every sample carries a host tid, named by its Python thread name
     tids = set(np.concatenate([b.tid for b in batches]).tolist())
-    assert tids == set(target.host_tids.values()), (tids, target.host_tids)
+    assert tids == set(target.host_of_ns().values()), (tids, target.host_tids)
     names: Dict[int, str] = {}
     for b in batches:
         names.update(b.thread_names)
-    assert {names[t] for t in tids} == set(target.host_tids)
-    assert {target.host_tids[n]: n for n in target.host_tids} == {t: names[t] for t in tids}
+    for name, host in target.host_tids.items():
+        assert names[host] == name
     # AND the idle flags come from the right /proc entries: the spinner runs, the sleeper
     # and the main thread (blocked reading stdin) are idle
     shares = _idle_shares(batches, target.host_tids)
@@ -148,6 +165,36 @@ def test_samples_carry_host_tids_and_right_idle_flags_from_proc(
     assert shares["spinner"] < 0.35, shares
     assert shares["sleeper"] > 0.8 and shares["MainThread"] > 0.9, shares
     assert stats["os_reads"] > 0
+
+
+def test_threads_started_while_sampling_are_mapped(target: _NamespacedTarget) -> None:
+    from hostprof.collectors.python import PythonCollector
+
+    py = PythonCollector.probe([target.pid], rate=200, idle=True, thread_states=False)
+    assert py is not None
+    try:
+        py.start()
+        time.sleep(0.3)
+        # WHEN threads start while the sampler runs (a namespace tid it has not mapped yet)
+        late = {target.start_thread(f"late{i}"): f"late{i}" for i in range(2)}
+        time.sleep(0.3)
+        late[target.start_thread("late2")] = "late2"
+        batches = [b for b in _sample([py], 0.75) if b.collector == "python"]
+    finally:
+        py.close()
+    # THEN their samples carry their host tids, their names, and the idle flag
+    tid = np.concatenate([b.tid for b in batches])
+    flags = np.concatenate([b.flags for b in batches])
+    names: Dict[int, str] = {}
+    for b in batches:
+        names.update(b.thread_names)
+    known = set(target.host_tids.values()) | set(target.host_of_ns().values())
+    assert set(tid.tolist()) <= known, (set(tid.tolist()), known)
+    for host, name in late.items():
+        mine = tid == host
+        assert mine.sum() >= 30, (name, int(mine.sum()))
+        assert names[host] == name
+        assert np.mean((flags[mine] & FLAG_IDLE) != 0) > 0.8, name
 
 
 def test_dump_shows_host_tids_namespace_tids_and_os_states(target: _NamespacedTarget) -> None:
@@ -163,8 +210,12 @@ def test_dump_shows_host_tids_namespace_tids_and_os_states(target: _NamespacedTa
         assert res.returncode == 0, res.stderr
         threads = {t["name"]: t for t in json.loads(res.stdout)["threads"]}
         # THEN tid is the host's, ns_tid what the program itself sees
-        assert set(threads) == set(target.ns_tids)
+        assert set(target.ns_tids) <= set(threads)
+        host_of_ns = target.host_of_ns()
         for name, t in threads.items():
+            assert t["tid"] == host_of_ns[t["ns_tid"]], (name, t)
+        for name in target.ns_tids:
+            t = threads[name]
             assert t["tid"] == target.host_tids[name], (name, t)
             assert t["ns_tid"] == target.ns_tids[name], (name, t)
         # AND the OS states are those of the right threads
@@ -258,6 +309,7 @@ def test_thread_state_table_serves_namespaced_targets(target: _NamespacedTarget)
         py.start()
         batches = [b for b in _sample([py], 1.0) if b.collector == "python"]
         stats = py.targets[target.pid].proc.reader.stats()
+        n_threads = len(os.listdir(f"/proc/{target.pid}/task"))
     finally:
         if py is not None:
             py.close()
@@ -266,7 +318,7 @@ def test_thread_state_table_serves_namespaced_targets(target: _NamespacedTarget)
     # seen switch yet), and the idle flags are right
     print(stats["state_hits"], stats["os_reads"])
     assert stats["state_hits"] > 100
-    assert stats["os_reads"] <= 2 * len(target.ns_tids), stats
+    assert stats["os_reads"] <= 2 * n_threads, stats
     shares = _idle_shares(batches, target.host_tids)
     print(shares)
     assert shares["spinner"] < 0.35, shares
