@@ -323,3 +323,69 @@ def test_thread_state_table_serves_namespaced_targets(target: _NamespacedTarget)
     print(shares)
     assert shares["spinner"] < 0.35, shares
     assert shares["sleeper"] > 0.8 and shares["MainThread"] > 0.9, shares
+
+
+OTHER_PYTHONS = {
+    # 3.9 reads the tid from glibc's struct pthread (no native_thread_id); 3.13t has no GIL
+    # holder, so every thread's state is read.
+    "3.9": "/var/cache/hostprof/pythons/bin/python3.9",
+    "3.13t": "/var/cache/hostprof/pythons/bin/python3.13t",
+}
+
+OTHER_SOURCE = """
+import threading, time
+def sleeper():
+    while True:
+        time.sleep(0.2)
+def spinner():
+    while True:
+        pass
+for f in (sleeper, spinner):
+    threading.Thread(target=f, name=f.__name__, daemon=True).start()
+time.sleep(0.2)
+print("READY", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("version", sorted(OTHER_PYTHONS))
+def test_dump_maps_tids_on_other_interpreters(version: str) -> None:
+    python = OTHER_PYTHONS[version]
+    if not os.path.exists(python):
+        pytest.skip(f"no {python} (tools/make-pythons.sh builds it)")
+    # GIVEN a chroot interpreter in its own PID namespace
+    unshare = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", python, "-u", "-c", OTHER_SOURCE],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = unshare.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("READY"), line
+        with open(f"/proc/{unshare.pid}/task/{unshare.pid}/children") as f:
+            (pid,) = map(int, f.read().split())
+        host_of_ns = {}
+        for task in os.listdir(f"/proc/{pid}/task"):
+            status = Path(f"/proc/{pid}/task/{task}/status").read_text()
+            ids = [int(x) for x in status.split("NSpid:")[1].splitlines()[0].split()]
+            host_of_ns[ids[-1]] = ids[0]
+        hostprof = os.path.join(os.path.dirname(sys.executable), "hostprof")
+        # WHEN it is dumped
+        res = subprocess.run(
+            [hostprof, "dump", "--pid", str(pid), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        unshare.kill()
+        unshare.wait(timeout=10)
+    assert res.returncode == 0, res.stderr
+    threads = {t["name"]: t for t in json.loads(res.stdout)["threads"]}
+    # THEN every thread shows its host tid and namespace tid, and the right OS state
+    assert set(threads) == {"MainThread", "sleeper", "spinner"}, threads
+    assert threads["MainThread"]["ns_tid"] == 1 and threads["MainThread"]["tid"] == pid
+    for t in threads.values():
+        assert t["tid"] == host_of_ns[t["ns_tid"]] != t["ns_tid"], t
+    assert threads["sleeper"]["os_state"] == "sleeping"
+    assert threads["MainThread"]["os_state"] == "sleeping"
