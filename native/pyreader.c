@@ -1076,12 +1076,19 @@ static int sample_threads(hp_reader *r, hp_sample_buf *buf, int64_t timestamp_ns
      * few ticks (several busy threads) they would come back as one read each. */
     if (r->switch_tick != r->tick) {
         r->switch_tick = r->tick;
-        r->switch_same = switch_no == r->last_switch ? r->switch_same + 1 : 0;
+        if (switch_no == r->last_switch) {
+            r->switch_same++;
+        } else {
+            r->switch_same = 0;
+            r->switch_changed_ns = r->now_ns;
+        }
         r->last_switch = switch_no;
     }
-    /* switch_number 0: unknown, or no GIL hand-over ever (then nothing is reused) */
+    /* switch_number 0: unknown, or no GIL hand-over ever (then nothing is reused). "Held
+     * still" means 3 instants and 25 ms: longer than CPython's 5 ms switch interval, so
+     * two busy threads at 1 kHz do not flip between reuse and fresh reads. */
     int reuse = r->fast_os_state && switch_no != 0;
-    int reuse_now = reuse && r->switch_same >= 3;
+    int reuse_now = reuse && r->switch_same >= 3 && r->now_ns - r->switch_changed_ns >= 25000000;
     if (o->interp_gc_collecting >= 0)
         cread_i32(r, r->interp_addr + o->interp_gc_collecting, &gc_collecting);
     /* Thread states from sched_switch: the loop only (dump reads the full /proc state). */

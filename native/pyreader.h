@@ -247,6 +247,7 @@ typedef struct {
     uint64_t code_epoch;      /* bumped when a cached code object is evicted */
     uint64_t last_switch, switch_tick;  /* GIL switch_number at the last instant */
     uint32_t switch_same;     /* instants it has not changed */
+    int64_t switch_changed_ns;  /* when it last changed */
     hp_stack_memo *memos;
     uint32_t n_memos, cap_memos, memo_hint;
     /* sched_switch thread states (offcpu collector), or NULL: /proc only. Not owned. */
