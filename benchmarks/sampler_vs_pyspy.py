@@ -374,9 +374,16 @@ def record_once(
         time.sleep(0.005)
     c0, w0 = cpu_seconds(prof.pid), time.monotonic()
     end = marks.get("start", time.monotonic()) + duration - 0.3
+    c1, w1 = c0, w0
+    # The last reading taken while the profiler still ran (it may end before `end`).
     while time.monotonic() < end and prof.poll() is None:
-        time.sleep(0.01)
-    c1, w1 = cpu_seconds(prof.pid), time.monotonic()
+        time.sleep(0.05)
+        c, w = cpu_seconds(prof.pid), time.monotonic()
+        if c is not None and prof.poll() is None:
+            c1, w1 = c, w
+    c, w = cpu_seconds(prof.pid), time.monotonic()
+    if c is not None and prof.poll() is None:
+        c1, w1 = c, w
     prof.wait(timeout=120)
     recorded = time.monotonic() - marks.get("start", time.monotonic() - duration)
     t.join(timeout=5)
@@ -405,7 +412,9 @@ def record_once(
         error += abs(got - share)
     gc_share = sum(n for f, n in relevant if f and f[-1] == "<gc>") / total if total else 0.0
     return {
-        "cpu": (c1 - c0) / (w1 - w0) if c0 is not None and c1 is not None else float("nan"),
+        "cpu": (c1 - c0) / (w1 - w0)
+        if c0 is not None and c1 is not None and w1 > w0
+        else float("nan"),
         "rate": total / recorded / int(workload["threads"]) / rate,  # type: ignore[call-overload]
         "error": error,
         "stopped": watcher.fraction(),
@@ -443,9 +452,13 @@ def dump_latency(runs: int) -> Dict[str, float]:
 
 def _medians(results: Dict[str, List[Dict[str, float]]]) -> Dict[str, Dict[str, float]]:
     """Per tool, the median of each metric over the runs."""
+
+    def median(values: List[float]) -> float:
+        ok = [v for v in values if v == v]  # a run whose profiler ended early has no CPU
+        return statistics.median(ok) if ok else float("nan")
+
     return {
-        tool: {m: statistics.median(r[m] for r in runs) for m in runs[0]}
-        for tool, runs in results.items()
+        tool: {m: median([r[m] for r in runs]) for m in runs[0]} for tool, runs in results.items()
     }
 
 
