@@ -62,7 +62,9 @@ while True:
 # object a freed one's address within the run: nothing to detect there.
 PYTHONS = {k: v for k, v in sampler_pythons().items() if k != "3.13t"}
 BOUND_S = 0.1  # the loop's default code_check_interval_ns
-SLACK_S = 0.05  # a check rides with the next instant's read, plus a late tick or two
+# A due check rides with the next instant's read; under load, late ticks (and rarely a code
+# object loaded while the old one was being freed, which restarts its period) add more.
+SLACK_S = 0.1
 TICK_S = 0.02  # the target prints RUN just before the function starts
 
 
@@ -91,11 +93,17 @@ def _record(python: str, seconds: float, interval_ns: int) -> Tuple[list, Dict, 
     return samples, stats, lines
 
 
-@pytest.mark.parametrize("interval_ns", [100_000_000, 0], ids=["bounded", "every-instant"])
 @pytest.mark.parametrize("name", sorted(PYTHONS))
-def test_replaced_code_object_detected(name: str, interval_ns: int) -> None:
-    if interval_ns == 0 and name != "3.11-pyenv":
-        pytest.skip("the every-instant mode is version-independent: checked on 3.11 only")
+def test_replaced_code_object_detected(name: str) -> None:
+    _check(name, 100_000_000)
+
+
+def test_replaced_code_object_detected_every_instant() -> None:
+    # Checks every instant (interval 0) do not depend on the version: 3.11 only.
+    _check("3.11-pyenv", 0)
+
+
+def _check(name: str, interval_ns: int) -> None:
     samples, stats, lines = _record(PYTHONS[name], 2.2, interval_ns)
     runs = {}
     for line in lines:
@@ -121,8 +129,9 @@ def test_replaced_code_object_detected(name: str, interval_ns: int) -> None:
     late = [(ts, j) for ts, j in samples if not tolerated(ts, j)]
     assert not late, f"old names too long after the switch (+{bound:.2f} s): {late[:5]} {runs}"
     # Every function that ran fully inside the recording is seen under its own name.
+    first = min(ts for ts, _ in samples)
     last = max(ts for ts, _ in samples)
     seen = {j for _, j in samples}
     for i in reused:
-        if i + 1 in runs and runs[i + 1][1] < last:
+        if first < runs[i][1] and i + 1 in runs and runs[i + 1][1] < last:
             assert i in seen, (i, sorted(seen), runs)
