@@ -71,7 +71,9 @@ def _ebpf_factory(name: str) -> CollectorFactory:
         if name == "syscalls":
             from hostprof.collectors.syscalls import SyscallsCollector
 
-            return SyscallsCollector.probe(pids, **slot)
+            every = 1 if getattr(args, "syscall_timing", "sampled") == "every" else None
+            extra = {"time_every": every} if every else {}
+            return SyscallsCollector.probe(pids, **slot, **extra)
         from hostprof.collectors.gc import GcCollector
 
         return GcCollector.probe(pids, **slot)
@@ -156,6 +158,14 @@ class RecordCommand(Command):
         )
         parser.add_argument(
             "--collect", default="python", help="comma-separated collectors (default: python)"
+        )
+        parser.add_argument(
+            "--syscall-timing",
+            choices=["sampled", "every"],
+            default="sampled",
+            help="syscalls collector: 'sampled' (default) times every 16th call of a hot run of "
+            "one syscall and charges the rest its mean (counts stay exact; blocking calls are "
+            "always timed); 'every' times each call, at about 0.2-0.3x more slowdown",
         )
         parser.add_argument(
             "--all",
