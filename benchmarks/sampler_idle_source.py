@@ -37,7 +37,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Dict
@@ -114,30 +113,11 @@ def measure(
             off = OffCpuCollector.probe([target.pid])
             off.start()
             reader.set_thread_states(off.thread_states)
-        tid: List[int] = []
+        import sampler_loop_cost
 
-        def run() -> None:
-            tid.append(threading.get_native_id())
-            reader.run(int(1e9 / rate))
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        time.sleep(1.0)
-
-        def cpu_ns() -> int:
-            with open(f"/proc/self/task/{tid[0]}/schedstat") as f:
-                return int(f.read().split()[0])
-
-        s0, c0 = reader.stats(), cpu_ns()
-        time.sleep(duration)
-        s1, c1 = reader.stats(), cpu_ns()
-        reader.stop()
-        thread.join()
-        ticks = max(s1["ticks"] - s0["ticks"], 1)
-        out = {"cpu_us": (c1 - c0) / ticks / 1000}
-        for k in ("os_reads", "state_hits", "samples"):
-            out[k] = (s1[k] - s0[k]) / ticks
-        return out
+        return sampler_loop_cost.time_loop(
+            reader, rate, duration, ("os_reads", "state_hits", "samples")
+        )
     finally:
         if off is not None:
             off.stop()

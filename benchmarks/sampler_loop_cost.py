@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Dict
 from typing import List
 from typing import Optional
+from typing import Sequence
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -69,6 +70,39 @@ def build_revision(rev: str, dest: Path) -> Path:
     return next(dest.glob("_sampler*.so"))
 
 
+def time_loop(
+    reader: object, rate: int, duration: float, counters: Sequence[str]
+) -> Dict[str, float]:
+    """Runs ``reader``'s sampling loop in a thread at ``rate`` Hz and returns its CPU per tick
+    (``cpu_us``, from the thread's schedstat, after a 1 s warm-up) and each of ``counters``
+    that the reader reports, per tick."""
+    tid: List[int] = []
+
+    def run() -> None:
+        tid.append(threading.get_native_id())
+        reader.run(int(1e9 / rate))  # type: ignore[attr-defined]
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(1.0)
+
+    def cpu_ns() -> int:
+        with open(f"/proc/self/task/{tid[0]}/schedstat") as f:
+            return int(f.read().split()[0])
+
+    s0, c0 = reader.stats(), cpu_ns()  # type: ignore[attr-defined]
+    time.sleep(duration)
+    s1, c1 = reader.stats(), cpu_ns()  # type: ignore[attr-defined]
+    reader.stop()  # type: ignore[attr-defined]
+    thread.join()
+    ticks = max(s1["ticks"] - s0["ticks"], 1)
+    out = {"cpu_us": (c1 - c0) / ticks / 1000}
+    for k in counters:
+        if k in s1:
+            out[k] = (s1[k] - s0[k]) / ticks
+    return out
+
+
 def measure(workload: str, rate: int, duration: float, core: Optional[str]) -> Dict[str, float]:
     """One measurement, in this process (call it in a fresh child process)."""
     if core:
@@ -90,31 +124,9 @@ def measure(workload: str, rate: int, duration: float, core: Optional[str]) -> D
         reader = proc.reader
         if hasattr(reader, "reuse_parked_stacks"):  # as PythonCollector sets it
             reader.reuse_parked_stacks = not proc.free_threaded
-        tid: List[int] = []
-
-        def run() -> None:
-            tid.append(threading.get_native_id())
-            reader.run(int(1e9 / rate))
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        time.sleep(1.0)
-
-        def cpu_ns() -> int:
-            with open(f"/proc/self/task/{tid[0]}/schedstat") as f:
-                return int(f.read().split()[0])
-
-        s0, c0 = reader.stats(), cpu_ns()
-        time.sleep(duration)
-        s1, c1 = reader.stats(), cpu_ns()
-        reader.stop()
-        thread.join()
-        ticks = max(s1["ticks"] - s0["ticks"], 1)
-        out = {"cpu_us": (c1 - c0) / ticks / 1000}
-        for k in ("reads", "bytes_read", "os_reads", "frames_reused"):
-            if k in s1:
-                out[k] = (s1[k] - s0[k]) / ticks
-        return out
+        return time_loop(
+            reader, rate, duration, ("reads", "bytes_read", "os_reads", "frames_reused")
+        )
     finally:
         target.kill()
         target.wait()
