@@ -122,7 +122,8 @@ def main() -> None:
         f"{max(rss):>14.1f}{'':>14}"
     )
     print(
-        f"distinct stacks interned: {results[0]['stacks']:,}; rows (stack x labels): {results[0]['rows']:,}"
+        f"distinct stacks interned: {results[0]['stacks']:,}; "
+        f"rows (stack x labels): {results[0]['rows']:,}"
     )
     print(
         "verdict: "

@@ -1,4 +1,6 @@
-"""RawBatch: what one collector hands to the core per drain. One object per drain, never per sample."""
+"""RawBatch: what one collector hands to the core per drain.
+
+One object per drain, never per sample."""
 
 from __future__ import annotations
 

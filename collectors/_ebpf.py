@@ -34,6 +34,7 @@ import numpy as np
 from hostprof._errors import DependencyError
 from hostprof.collectors import _kernel
 from hostprof.collectors import _kheaders
+from hostprof.collectors._base import Collector
 from hostprof.model import Frame
 from hostprof.model import FrameKind
 from hostprof.native import _bpfmaps
@@ -529,6 +530,78 @@ class ThreadNames:
             name = self.get(pid, tid)
             if name:
                 out[tid] = name
+        return out
+
+
+class BpfCollector(Collector):
+    """What the single-program bcc collectors share: the pid set, time slots, the symbolizer,
+    compiling and loading their ``.bpf.c`` file, and the kernel's loss counters turned into
+    per-drain deltas. Subclasses set :attr:`source`, add their ``-D`` options in
+    :meth:`cflags` and attach or set up readers in :meth:`loaded`."""
+
+    source = ""
+    """The BPF C file next to the collector's module."""
+
+    def __init__(
+        self,
+        pids: Optional[Sequence[int]],
+        slot_ns: Optional[int],
+        symbolizer: Optional[Any],
+        make_symbolizer: bool = True,
+    ) -> None:
+        self.pids = None if pids is None else [int(p) for p in pids]
+        self.shift = slot_shift(slot_ns)
+        if symbolizer is None and make_symbolizer:
+            from hostprof.symbolize import Symbolizer
+
+            symbolizer = Symbolizer()
+        self.symbolizer = symbolizer
+        self._bpf: Any = None
+        self._stacks: Optional[StackMap] = None
+        self._threads = ThreadNames()
+        self._reported: Dict[str, int] = {}
+        self._stats: Dict[str, float] = {}
+
+    def cflags(self) -> Dict[str, object]:
+        """This collector's ``-D`` options (``HP_SLOT_SHIFT`` is always added)."""
+        return {}
+
+    def loaded(self) -> None:
+        """Called once the program is loaded: attach events, set up map readers."""
+
+    def start(self) -> None:
+        """Compiles, loads and attaches; a second call (already started) does nothing."""
+        if self._bpf:
+            return
+        self._bpf, compile_s = load(
+            self.source, {"HP_SLOT_SHIFT": self.shift, **self.cflags()}, self.pids
+        )
+        self._stats["compile_s"] = compile_s
+        self.loaded()
+
+    def add_pids(self, pids: Sequence[int]) -> None:
+        """Adds processes to a per-pid collector while it runs."""
+        if self.pids is not None and self._bpf is not None:
+            add_pids(self._bpf, pids)
+            self.pids.extend(int(p) for p in pids)
+
+    def loss_delta(self) -> Dict[str, int]:
+        """The kernel-side counters (map full, collisions, ...) since the previous call."""
+        totals = read_stats(self._bpf)
+        delta = {k: totals[k] - self._reported.get(k, 0) for k in totals}
+        self._reported = totals
+        return delta
+
+    def stop(self) -> None:
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def stats(self) -> Dict[str, float]:
+        out = dict(self._stats)
+        out.update({k: float(v) for k, v in self._reported.items()})
+        if self._stacks is not None:
+            out["evicted"] = float(self._stacks.evicted)
         return out
 
 

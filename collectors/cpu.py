@@ -182,11 +182,12 @@ def _split_stacks(
     return parts[::-1]
 
 
-class CpuCollector(Collector):
+class CpuCollector(_ebpf.BpfCollector):
     """On-CPU stacks (user + kernel) for the whole host or a set of processes."""
 
     name = "cpu"
     sample_types = SAMPLE_TYPES
+    source = "cpu.bpf.c"
 
     def __init__(
         self,
@@ -199,24 +200,13 @@ class CpuCollector(Collector):
     ) -> None:
         if not 1 <= frequency <= 10_000:
             raise UsageError(f"cpu frequency must be 1..10000 Hz, got {frequency}")
-        self.pids = None if pids is None else [int(p) for p in pids]
+        super().__init__(pids, slot_ns, symbolizer)
         self.sample_types = SEPARATE_SAMPLE_TYPES if separate_types else SAMPLE_TYPES
         self.frequency = int(frequency)
-        self.shift = _ebpf.slot_shift(slot_ns)
         self.cpus = os.cpu_count() or 1
         self.stack_entries = stack_map_entries(self.frequency, self.cpus, interval_s)
         self.count_entries = count_map_entries(self.frequency, self.cpus, interval_s)
-        if symbolizer is None:
-            from hostprof.symbolize import Symbolizer
-
-            symbolizer = Symbolizer()
-        self.symbolizer = symbolizer
-        self._bpf: Any = None
-        self._stacks: Optional[_ebpf.StackMap] = None
         self._ids: Optional[_StackIds] = None
-        self._names = _ebpf.ThreadNames()
-        self._reported: Dict[str, int] = {}
-        self._stats: Dict[str, float] = {}
 
     @classmethod
     def probe(cls, pids: Optional[Sequence[int]] = None, **options: Any) -> Optional[Collector]:
@@ -224,21 +214,11 @@ class CpuCollector(Collector):
         _kernel.check_all(perf_clock=True)
         return cls(pids, **options)
 
-    def start(self) -> None:
-        """Compiles, loads and attaches; a second call (already started) does nothing."""
-        if self._bpf:
-            return
+    def cflags(self) -> Dict[str, object]:
+        return {"HP_STACK_ENTRIES": self.stack_entries, "HP_COUNT_ENTRIES": self.count_entries}
+
+    def loaded(self) -> None:
         bcc = _kernel.import_bcc()
-        self._bpf, compile_s = _ebpf.load(
-            "cpu.bpf.c",
-            {
-                "HP_SLOT_SHIFT": self.shift,
-                "HP_STACK_ENTRIES": self.stack_entries,
-                "HP_COUNT_ENTRIES": self.count_entries,
-            },
-            self.pids,
-        )
-        self._stats["compile_s"] = compile_s
         self._bpf.attach_perf_event(
             ev_type=bcc.PerfType.SOFTWARE,
             ev_config=bcc.PerfSWConfig.CPU_CLOCK,
@@ -252,12 +232,6 @@ class CpuCollector(Collector):
         if hasattr(self.symbolizer, "load_kernel_symbols"):
             self.symbolizer.load_kernel_symbols()  # start-up cost, not a random drain's
         self._t_last = time.monotonic_ns()
-
-    def add_pids(self, pids: Sequence[int]) -> None:
-        """Adds processes to a per-pid collector while it runs."""
-        if self.pids is not None and self._bpf is not None:
-            _ebpf.add_pids(self._bpf, pids)
-            self.pids.extend(int(p) for p in pids)
 
     def drain(self) -> RawBatch:
         if self._bpf is None or self._stacks is None:
@@ -277,9 +251,7 @@ class CpuCollector(Collector):
         frames, stack_frames, stack_offsets = self._ids.rows(pids, ustacks, kstacks)
         n = len(pids)
         ns = counts.astype(np.int64)
-        totals = _ebpf.read_stats(self._bpf)
-        delta = {k: totals[k] - self._reported.get(k, 0) for k in totals}
-        self._reported = totals
+        delta = self.loss_delta()
         batch = RawBatch(
             collector=self.name,
             sample_types=self.sample_types,
@@ -294,7 +266,7 @@ class CpuCollector(Collector):
             lost=delta["map_full"],
             missed=delta["collisions"] + (self._ids.evicted - evicted_before),
         )
-        batch.thread_names = self._names.for_batch(batch.pid, batch.tid)
+        batch.thread_names = self._threads.for_batch(batch.pid, batch.tid)
         if self.symbolizer is not None:
             self.symbolizer.release()
         self._stats["drain_cpu_s"] = self._stats.get("drain_cpu_s", 0.0) + (
@@ -302,14 +274,8 @@ class CpuCollector(Collector):
         )
         return batch
 
-    def stop(self) -> None:
-        if self._bpf is not None:
-            self._bpf.cleanup()
-            self._bpf = None
-
     def stats(self) -> Dict[str, float]:
-        out = dict(self._stats)
-        out.update({k: float(v) for k, v in self._reported.items()})
+        out = super().stats()
         out["stack_entries"] = float(self.stack_entries)
         out["count_entries"] = float(self.count_entries)
         if self._ids is not None:

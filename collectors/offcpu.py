@@ -55,10 +55,11 @@ def default_thread_state_entries() -> int:
     return min(1 << max(pid_max - 1, 1).bit_length(), THREAD_STATE_MAX_ENTRIES)
 
 
-class OffCpuCollector(Collector):
+class OffCpuCollector(_ebpf.BpfCollector):
     """Blocked time per thread, for the whole host or a set of processes."""
 
     name = "offcpu"
+    source = "offcpu.bpf.c"
     sample_types = SAMPLE_TYPES
 
     def __init__(
@@ -92,20 +93,9 @@ class OffCpuCollector(Collector):
             raise UsageError(f"the thread-state table size must be a power of two (or 0), got {n}")
         self.thread_state_entries = n
         self._thread_states: Any = None
-        self.pids = None if pids is None else [int(p) for p in pids]
+        super().__init__(pids, slot_ns, symbolizer)
         self.min_block_ns = int(min_block_ns)
         self.include_preempted = include_preempted
-        self.shift = _ebpf.slot_shift(slot_ns)
-        if symbolizer is None:
-            from hostprof.symbolize import Symbolizer
-
-            symbolizer = Symbolizer()
-        self.symbolizer = symbolizer
-        self._bpf: Any = None
-        self._stacks: Optional[_ebpf.StackMap] = None
-        self._threads = _ebpf.ThreadNames()
-        self._reported: Dict[str, int] = {}
-        self._stats: Dict[str, float] = {}
 
     @classmethod
     def probe(cls, pids: Optional[Sequence[int]] = None, **options: Any) -> Optional[Collector]:
@@ -115,21 +105,14 @@ class OffCpuCollector(Collector):
         _kernel.check_all(tracepoints=tracepoints)
         return cls(pids, **options)
 
-    def start(self) -> None:
-        """Compiles, loads and attaches; a second call (already started) does nothing."""
-        if self._bpf:
-            return
-        self._bpf, compile_s = _ebpf.load(
-            "offcpu.bpf.c",
-            {
-                "HP_SLOT_SHIFT": self.shift,
-                "HP_MIN_NS": self.min_block_ns,
-                "HP_INCLUDE_PREEMPTED": self.include_preempted,
-                "HP_TSTATE_ENTRIES": self.thread_state_entries,
-            },
-            self.pids,
-        )
-        self._stats["compile_s"] = compile_s
+    def cflags(self) -> Dict[str, object]:
+        return {
+            "HP_MIN_NS": self.min_block_ns,
+            "HP_INCLUDE_PREEMPTED": self.include_preempted,
+            "HP_TSTATE_ENTRIES": self.thread_state_entries,
+        }
+
+    def loaded(self) -> None:
         self._stacks = _ebpf.StackMap(self._bpf, "stacks", self.symbolizer)
         if self.thread_state_entries:
             from hostprof.native import _threadstate
@@ -151,11 +134,6 @@ class OffCpuCollector(Collector):
         """The mapped thread-state table (:class:`hostprof.native._threadstate.ThreadStates`)
         while the collector runs, else None."""
         return self._thread_states
-
-    def add_pids(self, pids: Sequence[int]) -> None:
-        if self.pids is not None and self._bpf is not None:
-            _ebpf.add_pids(self._bpf, pids)
-            self.pids.extend(int(p) for p in pids)
 
     def blocked_since(self, tids: Iterable[int]) -> Dict[int, int]:
         """For each given thread that is blocked now: CLOCK_MONOTONIC ns when it blocked.
@@ -205,9 +183,7 @@ class OffCpuCollector(Collector):
             stack = self._stacks.user(pid, us) + self._stacks.kernel(ks)
             ts = 0 if self.shift >= 63 else (int(k.slot) << self.shift) + (1 << (self.shift - 1))
             builder.add(stack, (int(getattr(v, "value", v)),), pid, tid, ts)
-        totals = _ebpf.read_stats(self._bpf)
-        delta = {k: totals[k] - self._reported.get(k, 0) for k in totals}
-        self._reported = totals
+        delta = self.loss_delta()
         batch = builder.build(
             lost=delta["map_full"],
             missed=delta["collisions"] + self._stacks.evicted - evicted,
@@ -279,13 +255,4 @@ class OffCpuCollector(Collector):
             # keep it mapped (stale, marked so) until they are freed.
             _threadstate.withdraw(self._thread_states)
             self._thread_states = None
-        if self._bpf is not None:
-            self._bpf.cleanup()
-            self._bpf = None
-
-    def stats(self) -> Dict[str, float]:
-        out = dict(self._stats)
-        out.update({k: float(v) for k, v in self._reported.items()})
-        if self._stacks is not None:
-            out["evicted"] = float(self._stacks.evicted)
-        return out
+        super().stop()

@@ -112,11 +112,12 @@ def syscall_names(path: Path = UNISTD_64) -> Dict[int, str]:
     return {int(nr): name for name, nr in _NR.findall(text)}
 
 
-class SyscallsCollector(Collector):
+class SyscallsCollector(_ebpf.BpfCollector):
     """Counts and times every syscall of the host or of a set of processes."""
 
     name = "syscalls"
     sample_types = SAMPLE_TYPES
+    source = "syscalls.bpf.c"
 
     def __init__(
         self,
@@ -139,21 +140,10 @@ class SyscallsCollector(Collector):
                 f"syscalls: time_every must be at least 1, not {time_every}",
                 "use 1 to time every call, or N to time every Nth call of a hot run",
             )
+        super().__init__(pids, slot_ns, symbolizer, make_symbolizer=user_stacks)
         self.time_every = int(time_every)
-        self.pids = None if pids is None else [int(p) for p in pids]
-        self.shift = _ebpf.slot_shift(slot_ns)
         self.user_stacks = user_stacks
         self.names = syscall_names()
-        if user_stacks and symbolizer is None:
-            from hostprof.symbolize import Symbolizer
-
-            symbolizer = Symbolizer()
-        self.symbolizer = symbolizer
-        self._bpf: Any = None
-        self._stacks: Optional[_ebpf.StackMap] = None
-        self._threads = _ebpf.ThreadNames()
-        self._reported: Dict[str, int] = {}
-        self._stats: Dict[str, float] = {}
         self._frames: Dict[int, Any] = {}
         self._flusher: Optional[_CpuRunner] = None
         self._active = 0  # which aggregate map the kernel adds runs to: 0 = counts_a
@@ -167,20 +157,10 @@ class SyscallsCollector(Collector):
         _kernel.check_all(tracepoints=["raw_syscalls:sys_enter", "raw_syscalls:sys_exit"])
         return cls(pids, **options)
 
-    def start(self) -> None:
-        """Compiles, loads and attaches; a second call (already started) does nothing."""
-        if self._bpf:
-            return
-        self._bpf, compile_s = _ebpf.load(
-            "syscalls.bpf.c",
-            {
-                "HP_SLOT_SHIFT": self.shift,
-                "HP_USER_STACKS": self.user_stacks,
-                "HP_TIME_EVERY": self.time_every,
-            },
-            self.pids,
-        )
-        self._stats["compile_s"] = compile_s
+    def cflags(self) -> Dict[str, object]:
+        return {"HP_USER_STACKS": self.user_stacks, "HP_TIME_EVERY": self.time_every}
+
+    def loaded(self) -> None:
         bcc = _kernel.import_bcc()
         self._flusher = _CpuRunner(self._bpf.load_func("hp_flush", bcc.BPF.RAW_TRACEPOINT).fd)
         self._cpus = bcc.utils.get_online_cpus()
@@ -190,8 +170,7 @@ class SyscallsCollector(Collector):
 
     def add_pids(self, pids: Sequence[int]) -> None:
         if self.pids is not None and self._bpf is not None:
-            _ebpf.add_pids(self._bpf, pids)
-            self.pids.extend(int(p) for p in pids)
+            super().add_pids(pids)
             # After the inserts: CPUs drop their cached filter answers (syscalls.bpf.c).
             self._pids_gen += 1
             self._bpf["pids_gen"][ctypes.c_int(0)] = ctypes.c_uint32(self._pids_gen)
@@ -230,9 +209,7 @@ class SyscallsCollector(Collector):
         self._stats["calls"] = self._stats.get("calls", 0) + calls
         self._stats["timed_calls"] = self._stats.get("timed_calls", 0) + timed
         self._read_histogram({int(k.nr) for k, _ in items})
-        totals = _ebpf.read_stats(self._bpf)
-        delta = {k: totals[k] - self._reported.get(k, 0) for k in totals}
-        self._reported = totals
+        delta = self.loss_delta()
         batch = builder.build(lost=delta["map_full"], missed=delta["collisions"])
         batch.thread_names = self._threads.for_batch(batch.pid, batch.tid)
         if self.symbolizer is not None:
@@ -292,12 +269,5 @@ class SyscallsCollector(Collector):
             self.histogram[name] = per_cpu.sum(axis=0).astype(np.int64)
 
     def stop(self) -> None:
-        if self._bpf is not None:
-            self._bpf.cleanup()
-            self._bpf = None
-            self._flusher = None
-
-    def stats(self) -> Dict[str, float]:
-        out = dict(self._stats)
-        out.update({k: float(v) for k, v in self._reported.items()})
-        return out
+        super().stop()
+        self._flusher = None
