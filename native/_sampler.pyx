@@ -216,19 +216,24 @@ cdef class Reader:
             _raise(rc, f"reading {size} bytes at {addr:#x}")
         return bytes(buf)
 
+    cdef int _sample_now(self, hp_sample_buf *buf) except -1:
+        """One instant of every thread into ``buf`` (the loop's lock held, GIL released)."""
+        cdef hp_reader *r = self._get()
+        cdef int rc
+        with nogil:
+            hp_reader_lock(r)
+            rc = hp_sample_once(r, buf, hp_monotonic_ns())
+            hp_reader_unlock(r)
+        if rc < 0:
+            _raise(rc, f"sampling pid {r.pid}")
+        return 0
+
     def sample(self):
         """Takes one sample of every thread now; returns the same columns as :meth:`drain`."""
-        cdef hp_reader *r = self._get()
         cdef hp_sample_buf buf
-        cdef int rc
         hp_buf_init(&buf)
         try:
-            with nogil:
-                hp_reader_lock(r)
-                rc = hp_sample_once(r, &buf, hp_monotonic_ns())
-                hp_reader_unlock(r)
-            if rc < 0:
-                _raise(rc, f"sampling pid {r.pid}")
+            self._sample_now(&buf)
             return _columns(&buf)
         finally:
             hp_buf_free(&buf)
@@ -238,17 +243,10 @@ cdef class Reader:
         ns_tid) tuples (os_state a one-letter str, keys a list; tid is the host's, ns_tid
         the target's PID namespace's): for one-shot readers such as ``dump`` that should
         not import numpy."""
-        cdef hp_reader *r = self._get()
         cdef hp_sample_buf buf
-        cdef int rc
         hp_buf_init(&buf)
         try:
-            with nogil:
-                hp_reader_lock(r)
-                rc = hp_sample_once(r, &buf, hp_monotonic_ns())
-                hp_reader_unlock(r)
-            if rc < 0:
-                _raise(rc, f"sampling pid {r.pid}")
+            self._sample_now(&buf)
             return _rows(&buf)
         finally:
             hp_buf_free(&buf)
