@@ -916,8 +916,12 @@ static int walk_thread(hp_reader *r, uint64_t frame) {
     int depth = 0;
     r->leaf_sig = 0;
     uint64_t prev = 0;
+    /* Skipped frames (shims, no code) do not count toward depth: bound the steps too, or a
+     * torn chain (a dying process) cycling through skipped frames never ends. */
+    int steps = 0;
     while (frame) {
-        if (depth >= r->max_depth || frame == prev) return -1;
+        if (depth >= r->max_depth || frame == prev || ++steps > 2 * r->max_depth + 16)
+            return -1;
         uint64_t code = 0, next = 0;
         if (cread_ptr(r, frame + o->fr_code, &code) != HP_OK) return -1;
         if (cread_ptr(r, frame + o->fr_previous, &next) != HP_OK) return -1;
