@@ -285,11 +285,15 @@ def test_pending_run_of_a_running_thread_is_drained() -> None:
 
 
 # A hot loop of one syscall: after its first calls, only every 16th call's latency is measured.
+# Enough calls that the 1-in-16 sample's mean is steady under a loaded CI machine's preemptions
+# (at 40,000 one CI run was 11 % off the exact collector).
+HOT_CALLS = 200_000
 HOT = """
+CALLS = %d
 import json, os, sys, threading
 rfd = os.open("/dev/zero", os.O_RDONLY)
 def work():
-    for _ in range(40000):
+    for _ in range(CALLS):
         os.read(rfd, 65536)
 print("READY", flush=True)
 sys.stdin.readline()
@@ -307,9 +311,9 @@ def test_hot_run_latency_estimate_matches_timing_every_call() -> None:
 
     from hostprof.collectors.syscalls import SyscallsCollector
 
-    # GIVEN a thread in a loop of 40,000 reads of 64 KiB (a few microseconds each), traced at
+    # GIVEN a thread in a loop of 200,000 reads of 64 KiB (a few microseconds each), traced at
     # once by a collector that times every call and one that times every 16th in hot runs
-    with driven(HOT) as t:
+    with driven(HOT % HOT_CALLS) as t:
         exact = SyscallsCollector.probe([t.pid], time_every=1)
         sampled = SyscallsCollector.probe([t.pid], time_every=16)
         exact.start()
@@ -339,12 +343,16 @@ def test_hot_run_latency_estimate_matches_timing_every_call() -> None:
 
     print(totals, stats["sampled"]["timed_calls"], stats["sampled"]["calls"])
     # THEN both count every call, the sampled one measured about 1 in 16 of them, and its
-    # total latency (measured plus estimated) is within 10 % of the one timing every call
-    assert totals["exact"][0] == totals["sampled"][0] == 40000, totals
+    # total latency (measured plus estimated) is within 15 % of the one timing every call
+    assert totals["exact"][0] == totals["sampled"][0] == HOT_CALLS, totals
     assert stats["exact"]["timed_calls"] == stats["exact"]["calls"]
     assert stats["sampled"]["timed_calls"] < 0.2 * stats["sampled"]["calls"], stats
-    assert abs(totals["sampled"][1] - totals["exact"][1]) <= 0.1 * totals["exact"][1], totals
-    assert sampled.histogram["read"].sum() >= 40000
+    # Tracing the same calls twice biases the comparison: each collector's interval contains
+    # some of the other's programs, and the exact one's cost more (two clock reads per call);
+    # the sampled total came out 4-6 % higher here at 200,000 calls. 15 % still fails an
+    # estimator that charges untimed calls nothing (-94 %) or only a run's cold first calls.
+    assert abs(totals["sampled"][1] - totals["exact"][1]) <= 0.15 * totals["exact"][1], totals
+    assert sampled.histogram["read"].sum() >= HOT_CALLS
 
 
 def test_pid_set_beyond_the_first_and_added_later() -> None:
@@ -356,7 +364,7 @@ def test_pid_set_beyond_the_first_and_added_later() -> None:
     # GIVEN four targets in the same loop: two traced from the start, one added after the
     # collector started, one never traced
     with contextlib.ExitStack() as stack:
-        first, second, added, other = (stack.enter_context(driven(HOT)) for _ in range(4))
+        first, second, added, other = (stack.enter_context(driven(HOT % 40000)) for _ in range(4))
         sysc = SyscallsCollector.probe([first.pid, second.pid])
         sysc.start()
         try:
