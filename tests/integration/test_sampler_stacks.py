@@ -67,11 +67,18 @@ def target(request: pytest.FixtureRequest) -> Iterator[tuple]:
     t: Target = spawn(TARGET, PYTHONS[request.param], timeout=60)
     proc = attach(t.pid)
     # The main thread prints READY, then needs the GIL back (the CPU thread holds it) to
-    # reach its final sleep: wait for that instead of racing it.
-    deadline = time.monotonic() + 5
+    # reach its final sleep, and on a loaded machine the 200-deep thread may still be
+    # recursing: wait until every thread but the CPU one sits idle in its sleep (a frame at
+    # the sleep's line is not enough: it holds the GIL until the call releases it).
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        main = [s for s in proc.stacks() if s.tid == t.pid]
-        if main and main[0].frames and main[0].frames[-1].line == MAIN_LINE:
+        stacks = proc.stacks()
+        parked = [
+            s
+            for s in stacks
+            if s.frames and s.frames[-1].line in (MAIN_LINE, 9, 12) and s.idle and not s.holds_gil
+        ]
+        if len(stacks) == 4 and len(parked) == 3:
             break
         time.sleep(0.01)
     try:
