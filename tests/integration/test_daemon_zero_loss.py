@@ -65,6 +65,13 @@ def test_store_outage_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         for t in targets:
             stop_target(t)
         wait_for(lambda: not agent.status()["targets"], 10, "targets finalised")
+        # A finalised target's last window can reach the store a moment before the agent's
+        # counter moves: read the metrics once every stored arrival is counted.
+        wait_for(
+            lambda: agent.status()["metrics"]["windows_pushed"] >= sum(store.windows().values()),
+            10,
+            "the last pushes counted",
+        )
         text = agent.metrics()
         took = agent.stop()
         assert took < 5.0
