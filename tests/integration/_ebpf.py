@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import textwrap
 import time
+from typing import Any
 from typing import Dict
 from typing import Iterator
 from typing import List
@@ -64,6 +66,21 @@ def driven(source: str, python: str = PYENV_PYTHON) -> Iterator[Driven]:
         yield t
     finally:
         t.kill()
+
+
+def traced_run(source: str, collector: Any) -> Tuple[Dict[str, Any], RawBatch, Any]:
+    """Makes a collector with ``collector([target pid])``, lets the target run once, and
+    returns the target's RESULT, the collector's one drain after it, and the (stopped)
+    collector for its stats."""
+    with driven(source) as t:
+        c = collector([t.pid])
+        c.start()
+        try:
+            t.go()
+            truth = json.loads(t.result())
+            return truth, c.drain(), c
+        finally:
+            c.stop()
 
 
 def rows(batch: RawBatch) -> Iterator[Tuple[List[Frame], Tuple[int, ...], int, int]]:

@@ -10,6 +10,7 @@ from tests.integration._ebpf import driven
 from tests.integration._ebpf import poll
 from tests.integration._ebpf import poll_until_ready
 from tests.integration._ebpf import python_functions
+from tests.integration._ebpf import traced_run
 
 # Three phases of 100 ms each, repeated: os.read in do_reads, os.write in do_writes, os.stat in
 # do_stats. The target counts its own calls: that is the truth.
@@ -138,16 +139,8 @@ def test_blocking_syscalls_are_timed_across_context_switches() -> None:
 
     # GIVEN threads that block in clock_nanosleep and in a pipe read, so each call leaves its
     # CPU mid-syscall (the entry time moves from the per-CPU slot to the parked table)
-    with driven(BLOCKING) as t:
-        sysc = SyscallsCollector.probe([t.pid])
-        sysc.start()
-        try:
-            # WHEN the collector counts them
-            t.go()
-            truth = json.loads(t.result())
-            batch = sysc.drain()
-        finally:
-            sysc.stop()
+    # WHEN the collector counts them
+    truth, batch, _ = traced_run(BLOCKING, SyscallsCollector.probe)
     sleeper, reader = truth["tids"]
     calls: dict = {}
     for frames, values, _pid, tid in concat([batch]):
@@ -415,16 +408,8 @@ def test_untimed_calls_that_block_are_timed_from_the_switch() -> None:
     from hostprof.collectors.syscalls import SyscallsCollector
 
     # GIVEN a hot run of fast reads in which every 100th read blocks for about 5 ms
-    with driven(BURSTS) as t:
-        sysc = SyscallsCollector.probe([t.pid])
-        sysc.start()
-        try:
-            # WHEN the collector times every 16th call of the run
-            t.go()
-            truth = json.loads(t.result())
-            batch = sysc.drain()
-        finally:
-            sysc.stop()
+    # WHEN the collector times every 16th call of the run
+    truth, batch, sysc = traced_run(BURSTS, SyscallsCollector.probe)
     n = ns = 0
     for frames, values, _pid, tid in concat([batch]):
         if tid == truth["tid"] and frames[-1].function == "<syscall:read>":
